@@ -1,0 +1,48 @@
+"""Model families in plain PyTorch (cell CNNs, ResNets, ViTs, GPT-2), their samplers and presets, and `create`.
+
+Everything builds on the `meta` device and without torchvision or timm; `transformers` is needed only for 'hf:'.
+"""
+
+from ghn.zoo import cnn, gpt2, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
+from ghn.zoo.cnn import CellConfig, CellNetwork, CNNConfig
+from ghn.zoo.create import SOURCES, create, names
+from ghn.zoo.family import (
+    FAMILIES,
+    FamilySpec,
+    config_hash,
+    family_of,
+    lookup_config,
+    preset_names,
+    replace_config,
+    sample_configs,
+)
+from ghn.zoo.gpt2 import GPT2, Conv1D, GPT2Config
+from ghn.zoo.hf import HF_PRESETS, HFPresetSpec
+from ghn.zoo.resnet import ResNet, ResNetConfig
+from ghn.zoo.vit import VisionTransformer, ViTConfig
+
+__all__ = [
+    "FAMILIES",
+    "FamilySpec",
+    "HF_PRESETS",
+    "HFPresetSpec",
+    "SOURCES",
+    "config_hash",
+    "create",
+    "family_of",
+    "lookup_config",
+    "names",
+    "preset_names",
+    "replace_config",
+    "sample_configs",
+    "CellConfig",
+    "CellNetwork",
+    "CNNConfig",
+    "ResNet",
+    "ResNetConfig",
+    "VisionTransformer",
+    "ViTConfig",
+    "GPT2",
+    "GPT2Config",
+    "Conv1D",
+]
