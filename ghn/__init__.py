@@ -1,9 +1,30 @@
-"""ghn: predict the parameters of any PyTorch model with graph hypernetworks."""
+"""ghn: predict the parameters of any PyTorch model with graph hypernetworks.
 
+    >>> import ghn
+    >>> model = ghn.zoo.create("zoo:resnet18-cifar")
+    >>> ghn.predict(model, ghn.GHN.from_preset("logah-tiny"))
+"""
+
+from ghn import zoo
 from ghn._logging import set_verbosity
 from ghn.errors import GHNError
 from ghn.graph import ComputationGraph, build_graph, register_op
+from ghn.nn import GHN, GHNConfig
+from ghn.predict import PredictionReport, predict, predict_params
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ComputationGraph", "GHNError", "build_graph", "register_op", "set_verbosity"]
+__all__ = [
+    "__version__",
+    "GHN",
+    "ComputationGraph",
+    "GHNConfig",
+    "GHNError",
+    "PredictionReport",
+    "build_graph",
+    "predict",
+    "predict_params",
+    "register_op",
+    "set_verbosity",
+    "zoo",
+]

@@ -5,13 +5,13 @@ Example:
     >>> task = load_task("digits", image_size=32, in_channels=3)
 """
 
-from ghn.data.task import TASKS, TaskData, TaskSpec, list_tasks, load_task
-from ghn.data.tokenizers import TOKENIZERS, ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
-from ghn.data.images import ImageTensorDataset, RandomCropFlip
-from ghn.data.digits import load_digits
 from ghn.data.cifar import load_cifar10, load_cifar100
+from ghn.data.digits import load_digits
 from ghn.data.imagefolder import ImageFileDataset, load_imagefolder
+from ghn.data.images import ImageTensorDataset, RandomCropFlip
+from ghn.data.task import TASKS, TaskData, TaskSpec, list_tasks, load_task
 from ghn.data.text import TokenWindows, load_pydoc, load_textfile
+from ghn.data.tokenizers import TOKENIZERS, ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
     "TASKS",

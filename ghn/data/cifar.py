@@ -1,6 +1,7 @@
 """The 'cifar10' and 'cifar100' tasks, read from the extracted python version of the datasets (no download).
 
-Data: Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009, https://www.cs.toronto.edu/~kriz/cifar.html.
+Data: Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009,
+https://www.cs.toronto.edu/~kriz/cifar.html.
 """
 
 from __future__ import annotations
@@ -114,9 +115,13 @@ def _read_pickle(path: Path, title: str) -> dict[bytes, Any]:
         with path.open("rb") as file:
             data = _ArrayUnpickler(file, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise ConfigError(f"File '{path}' is not a readable {title} pickle ({err}). Extract it again from {_URL}.") from err
+        raise ConfigError(
+            f"File '{path}' is not a readable {title} pickle ({err}). Extract it again from {_URL}."
+        ) from err
     if not isinstance(data, dict):
-        raise ConfigError(f"File '{path}' holds {type(data).__name__!r}, not a {title} dict. Extract it again from {_URL}.")
+        raise ConfigError(
+            f"File '{path}' holds {type(data).__name__!r}, not a {title} dict. Extract it again from {_URL}."
+        )
     return data
 
 
@@ -155,7 +160,8 @@ def _load_cifar(spec: CifarSpec, *, root: str | Path, val_size: int, augment: bo
     test_images, test_labels = _read_split(folder, (spec.test_file,), spec)
     if val_size >= len(train_images):
         raise ConfigError(
-            f"Argument 'val_size' must be below the {len(train_images)} training images of {spec.title}, got {val_size}."
+            f"Argument 'val_size' must be below the {len(train_images)} training images of {spec.title}, "
+            f"got {val_size}."
         )
     names = _read_pickle(folder / spec.meta_file, spec.title).get(spec.names_key, [])
     resize = None if image_size == 32 else image_size
@@ -176,7 +182,12 @@ def _load_cifar(spec: CifarSpec, *, root: str | Path, val_size: int, augment: bo
         class_names=tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names),
     )
     logger.info(
-        "Loaded task %r from '%s': %d/%d/%d images, %d classes.", spec.name, folder, cut, val_size, len(test_images),
+        "Loaded task %r from '%s': %d/%d/%d images, %d classes.",
+        spec.name,
+        folder,
+        cut,
+        val_size,
+        len(test_images),
         spec.num_classes,
     )
     return task
@@ -223,4 +234,6 @@ def load_cifar100(
 
 
 TASKS.register("cifar10", TaskSpec(name="cifar10", kind="image", load=load_cifar10, summary="CIFAR-10, 10 classes"))
-TASKS.register("cifar100", TaskSpec(name="cifar100", kind="image", load=load_cifar100, summary="CIFAR-100, 100 classes"))
+TASKS.register(
+    "cifar100", TaskSpec(name="cifar100", kind="image", load=load_cifar100, summary="CIFAR-100, 100 classes")
+)

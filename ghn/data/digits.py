@@ -53,7 +53,11 @@ def load_digits(*, image_size: int = 8, in_channels: int = 1, augment: bool = Fa
 
     order = torch.from_numpy(np.random.RandomState(DIGITS_SEED).permutation(len(images)))
     num_train, num_val, _ = DIGITS_SPLIT
-    index = {"train": order[:num_train], "val": order[num_train : num_train + num_val], "test": order[num_train + num_val :]}
+    index = {
+        "train": order[:num_train],
+        "val": order[num_train : num_train + num_val],
+        "test": order[num_train + num_val :],
+    }
     mean, std = channel_stats(images[index["train"]])
     augmenter = RandomCropFlip(max(1, image_size // 8), use_flip=False) if augment else None
     splits = {
@@ -62,7 +66,9 @@ def load_digits(*, image_size: int = 8, in_channels: int = 1, augment: bool = Fa
         )
         for name, ids in index.items()
     }
-    logger.info("Loaded task 'digits': 1257/270/270 images of %dx%dx%d, 10 classes.", in_channels, image_size, image_size)
+    logger.info(
+        "Loaded task 'digits': 1257/270/270 images of %dx%dx%d, 10 classes.", in_channels, image_size, image_size
+    )
     return TaskData(
         name="digits",
         kind="image",
@@ -76,4 +82,6 @@ def load_digits(*, image_size: int = 8, in_channels: int = 1, augment: bool = Fa
     )
 
 
-TASKS.register("digits", TaskSpec(name="digits", kind="image", load=load_digits, summary="sklearn 8x8 digits, 10 classes"))
+TASKS.register(
+    "digits", TaskSpec(name="digits", kind="image", load=load_digits, summary="sklearn 8x8 digits, 10 classes")
+)

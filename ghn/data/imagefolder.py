@@ -1,4 +1,4 @@
-"""The 'imagefolder' task: ImageNet-style `root/{train,val[,test]}/<class>/<image>` folders decoded with PIL (no torchvision).
+"""The 'imagefolder' task: ImageNet-style `root/{train,val[,test]}/<class>/<image>` folders, decoded with PIL.
 
 Shapes: `S` image size.
 """
@@ -110,7 +110,8 @@ def _list_split(folder: Path, classes: list[str] | None) -> tuple[list[Path], li
         files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not files:
             raise ConfigError(
-                f"Class folder '{folder / name}' holds no images ({', '.join(IMAGE_EXTENSIONS)}). Add images or remove it."
+                f"Class folder '{folder / name}' holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
+                "Add images or remove it."
             )
         paths += files
         labels += [classes.index(name)] * len(files)
@@ -172,14 +173,23 @@ def load_imagefolder(
         split_augment = augmenter if split == "train" else None
         if preload:
             images = _preload(paths, image_size, progress=progress, desc=split)
-            datasets[split] = ImageTensorDataset(images, torch.tensor(labels), mean=mean, std=std, augment=split_augment)
+            datasets[split] = ImageTensorDataset(
+                images, torch.tensor(labels), mean=mean, std=std, augment=split_augment
+            )
         else:
-            datasets[split] = ImageFileDataset(paths, labels, image_size=image_size, mean=mean, std=std, augment=split_augment)
+            datasets[split] = ImageFileDataset(
+                paths, labels, image_size=image_size, mean=mean, std=std, augment=split_augment
+            )
     if not has_test:
         datasets["test"] = datasets["val"]
     logger.info(
-        "Loaded task 'imagefolder' from '%s': %d/%d/%d images, %d classes%s.", root, len(datasets["train"]),
-        len(datasets["val"]), len(datasets["test"]), len(classes), "" if has_test else " (test = val)",
+        "Loaded task 'imagefolder' from '%s': %d/%d/%d images, %d classes%s.",
+        root,
+        len(datasets["train"]),
+        len(datasets["val"]),
+        len(datasets["test"]),
+        len(classes),
+        "" if has_test else " (test = val)",
     )
     return TaskData(
         name="imagefolder",
@@ -196,5 +206,7 @@ def load_imagefolder(
 
 TASKS.register(
     "imagefolder",
-    TaskSpec(name="imagefolder", kind="image", load=load_imagefolder, summary="root/{train,val}/<class>/<image> folders"),
+    TaskSpec(
+        name="imagefolder", kind="image", load=load_imagefolder, summary="root/{train,val}/<class>/<image> folders"
+    ),
 )

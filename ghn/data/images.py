@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ghn.errors import ShapeError
+
 __all__ = ["ImageTensorDataset", "RandomCropFlip", "resize_images", "channel_stats"]
 
 
@@ -86,8 +88,12 @@ class ImageTensorDataset(Dataset):
         augment: RandomCropFlip | None = None,
         image_size: int | None = None,
     ) -> None:
-        assert images.dim() == 4 and len(images) == len(labels), (images.shape, labels.shape)
-        assert images.shape[1] == len(mean) == len(std), (images.shape, mean, std)
+        if images.dim() != 4 or labels.shape != (len(images),):
+            raise ShapeError(
+                f"Expected images (N, C, H, W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}."
+            )
+        if not images.shape[1] == len(mean) == len(std):
+            raise ShapeError(f"Expected one mean and std per channel ({images.shape[1]}), got {mean!r} and {std!r}.")
         self.images = images
         self.labels = labels.long()
         self.augment = augment
@@ -108,5 +114,7 @@ class ImageTensorDataset(Dataset):
         return (image - self._mean) / self._std, int(self.labels[index])
 
     def __repr__(self) -> str:
-        shape = tuple(self.images.shape[1:]) if self.image_size is None else (self.images.shape[1], *(self.image_size,) * 2)
+        shape = (
+            tuple(self.images.shape[1:]) if self.image_size is None else (self.images.shape[1], *(self.image_size,) * 2)
+        )
         return f"ImageTensorDataset(num_images={len(self)}, shape={shape}, augment={self.augment!r})"

@@ -1,4 +1,4 @@
-"""`TaskData`: the train/val/test data a GHN's predicted networks are trained and evaluated on, and the `TASKS` registry.
+"""`TaskData`: the train/val/test data a GHN's predicted networks train and are evaluated on; the `TASKS` registry.
 
 Shapes: `C` channels, `H`/`W` image height/width, `T` context (tokens per window).
 """
@@ -65,7 +65,9 @@ class TaskData:
         for name in needed:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"TaskData field {name!r} must be a positive int for a {self.kind} task, got {value!r}.")
+                raise ConfigError(
+                    f"TaskData field {name!r} must be a positive int for a {self.kind} task, got {value!r}."
+                )
         if self.kind == "image":
             for name in ("mean", "std"):
                 value = getattr(self, name)
@@ -87,7 +89,8 @@ class TaskData:
         return (self.context,)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        sizes = f"num_train={len(self.train)}, num_val={len(self.val)}, num_test={len(self.test)}"  # type: ignore[arg-type]
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        sizes = ", ".join(f"num_{name}={len(split)}" for name, split in splits.items())  # type: ignore[arg-type]
         if self.kind == "image":
             shape = f"num_classes={self.num_classes}, in_channels={self.in_channels}, image_size={self.image_size}"
         else:

@@ -1,4 +1,4 @@
-"""Text tasks for next-token prediction: 'pydoc' (CPython's bundled help text) and 'textfile' (WikiText raw or any file).
+"""Next-token prediction tasks: 'pydoc' (CPython's bundled help text) and 'textfile' (WikiText raw or any file).
 
 Shapes: `L` tokens in a split, `T` context (tokens per input window).
 """
@@ -14,9 +14,17 @@ from ghn._logging import get_logger
 from ghn.data._checks import check_fractions, check_int
 from ghn.data.task import TASKS, TaskData, TaskSpec
 from ghn.data.tokenizers import Tokenizer, load_tokenizer
-from ghn.errors import ConfigError, MissingDependencyError
+from ghn.errors import ConfigError, MissingDependencyError, ShapeError
 
-__all__ = ["TokenWindows", "split_tokens", "read_pydoc_text", "load_pydoc", "load_textfile", "PYDOC_SPLIT", "WIKITEXT_FILES"]
+__all__ = [
+    "TokenWindows",
+    "split_tokens",
+    "read_pydoc_text",
+    "load_pydoc",
+    "load_textfile",
+    "PYDOC_SPLIT",
+    "WIKITEXT_FILES",
+]
 
 logger = get_logger(__name__)
 
@@ -27,7 +35,7 @@ WIKITEXT_FILES = {"train": "wiki.train.raw", "val": "wiki.valid.raw", "test": "w
 
 
 class TokenWindows(Dataset):
-    """Language-model windows over one token sequence: item i is `(w[:-1], w[1:])` for the T + 1 tokens `w` at i * stride.
+    """Language-model windows over one token sequence: item i is `(w[:-1], w[1:])`, `w` the T + 1 tokens at i * stride.
 
     With `stride == context` (the default) the windows tile the sequence and every token but the first is a target
     exactly once; a smaller stride gives overlapping windows, more training samples from the same text.
@@ -42,10 +50,13 @@ class TokenWindows(Dataset):
     """
 
     def __init__(self, tokens: torch.Tensor, context: int, *, stride: int | None = None) -> None:
-        assert tokens.dim() == 1 and len(tokens) > context, (tokens.shape, context)
+        if tokens.dim() != 1:
+            raise ShapeError(f"Expected tokens of shape (L,), got {tuple(tokens.shape)}. Flatten them first.")
+        self.context = check_int("context", context)
+        self.stride = context if stride is None else check_int("stride", stride)
+        if len(tokens) <= context:
+            raise ConfigError(f"Got {len(tokens)} tokens, fewer than context + 1 = {context + 1}. Lower 'context'.")
         self.tokens = tokens
-        self.context = context
-        self.stride = context if stride is None else stride
 
     def __len__(self) -> int:
         return (len(self.tokens) - self.context - 1) // self.stride + 1
@@ -141,8 +152,13 @@ def load_pydoc(*, context: int = 128, stride: int | None = None, tokenizer: str 
     pieces = split_tokens(tokenizer.encode_to_tensor(text), PYDOC_SPLIT)
     task = _make_task("pydoc", pieces, tokenizer, context=context, stride=stride)
     logger.info(
-        "Loaded task 'pydoc': %d characters, %d/%d/%d tokens with %r, context %d.", len(text), len(pieces["train"]),
-        len(pieces["val"]), len(pieces["test"]), tokenizer, context,
+        "Loaded task 'pydoc': %d characters, %d/%d/%d tokens with %r, context %d.",
+        len(text),
+        len(pieces["train"]),
+        len(pieces["val"]),
+        len(pieces["test"]),
+        tokenizer,
+        context,
     )
     return task
 
@@ -206,11 +222,18 @@ def load_textfile(
         pieces = split_tokens(tokenizer.encode_to_tensor(_read_text(path)), fractions)
     task = _make_task("textfile", pieces, tokenizer, context=context, stride=stride)
     logger.info(
-        "Loaded task 'textfile' from '%s': %d/%d/%d tokens with %r, context %d.", path, len(pieces["train"]),
-        len(pieces["val"]), len(pieces["test"]), tokenizer, context,
+        "Loaded task 'textfile' from '%s': %d/%d/%d tokens with %r, context %d.",
+        path,
+        len(pieces["train"]),
+        len(pieces["val"]),
+        len(pieces["test"]),
+        tokenizer,
+        context,
     )
     return task
 
 
 TASKS.register("pydoc", TaskSpec(name="pydoc", kind="text", load=load_pydoc, summary="CPython pydoc_data help text"))
-TASKS.register("textfile", TaskSpec(name="textfile", kind="text", load=load_textfile, summary="WikiText raw or a text file"))
+TASKS.register(
+    "textfile", TaskSpec(name="textfile", kind="text", load=load_textfile, summary="WikiText raw or a text file")
+)

@@ -19,6 +19,7 @@ __all__ = ["Tokenizer", "ByteTokenizer", "HFTokenizer", "TOKENIZERS", "load_toke
 # Texts are handed to Hugging Face tokenizers in pieces of about this many characters, cut at line ends, so that a
 # 500 MB corpus is encoded in batches (fast tokenizers run a batch in parallel) instead of one huge call.
 _CHUNK_CHARS = 1 << 16
+_CHUNKS_PER_CALL = 64
 
 
 @runtime_checkable
@@ -57,7 +58,7 @@ class ByteTokenizer:
 
     def encode_to_tensor(self, text: str) -> torch.Tensor:
         """The UTF-8 bytes of `text` as a uint8 tensor (L,), without a Python list in between."""
-        return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
+        return torch.frombuffer(bytearray(text, "utf-8"), dtype=torch.uint8)
 
     def __repr__(self) -> str:
         return f"ByteTokenizer(vocab_size={self.vocab_size})"
@@ -109,17 +110,18 @@ class HFTokenizer:
         Token ids can differ from one-call encoding only where a chunk boundary falls, at a line end.
         """
         chunks = _split_lines(text, _CHUNK_CHARS)
-        if not chunks:
-            return torch.zeros(0, dtype=torch.int32)
-        ids = self._tokenizer(chunks, add_special_tokens=False)["input_ids"]
-        return torch.cat([torch.tensor(piece, dtype=torch.int32) for piece in ids])
+        pieces = [torch.zeros(0, dtype=torch.int32)]
+        for start in range(0, len(chunks), _CHUNKS_PER_CALL):  # bounds the Python ints alive at once
+            ids = self._tokenizer(chunks[start : start + _CHUNKS_PER_CALL], add_special_tokens=False)["input_ids"]
+            pieces += [torch.tensor(piece, dtype=torch.int32) for piece in ids]
+        return torch.cat(pieces)
 
     def __repr__(self) -> str:
         return f"HFTokenizer(path='{self.path}', vocab_size={self.vocab_size})"
 
 
 def _split_lines(text: str, size: int) -> list[str]:
-    """`text` cut into consecutive pieces of at least `size` characters (the last may be shorter), each ending a line."""
+    """`text` cut into consecutive pieces of at least `size` characters (the last may be shorter) that end lines."""
     chunks, start = [], 0
     while start < len(text):
         end = text.find("\n", start + size)

@@ -3,7 +3,7 @@
 from ghn.graph.build import build_graph
 from ghn.graph.graph import ComputationGraph, Coverage, Node, ParamInfo
 from ghn.graph.inputs import derive_example_inputs
-from ghn.graph.ops import OPS, ROLES, OpSpec, ParamSlot, register_op
+from ghn.graph.ops import OPS, ROLES, OpSpec, ParamSlot, register_op, unregister_op
 from ghn.graph.views import MAX_DISTANCE, shortest_paths
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "derive_example_inputs",
     "register_op",
     "shortest_paths",
+    "unregister_op",
 ]

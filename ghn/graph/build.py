@@ -115,13 +115,18 @@ def _tensors_on(model: nn.Module, params: dict[str, ParamInfo], device: torch.de
     state.update(model.named_buffers())
     if all(t.device == device for t in state.values()):
         return state
+    if device.type != "meta" and any(t.is_meta for t in state.values()):
+        raise GraphError(
+            f"Model {type(model).__name__!r} holds tensors on 'meta', which have no values to copy to {str(device)!r}. "
+            "Trace it with device='meta' (the default)."
+        )
     return {name: t.detach().to(device) for name, t in state.items()}
 
 
 def _run(model: nn.Module, tracer: Tracer, tensors: dict, args: tuple, kwargs: dict, device: torch.device) -> Any:
     own = dict(model.named_parameters())
     substituted = any(tensors[name] is not own[name] for name in own)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # restored one by one: frozen parts stay eval
     handles = tracer.hook(model)
     model.eval()  # no running-statistics updates, deterministic graph
     try:
@@ -140,7 +145,8 @@ def _run(model: nn.Module, tracer: Tracer, tensors: dict, args: tuple, kwargs: d
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def _prune(graph: ComputationGraph) -> ComputationGraph:

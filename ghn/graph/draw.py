@@ -46,7 +46,13 @@ def draw(graph: ComputationGraph, path: str | Path, *, title: str | None = None,
     fig_w, fig_h = min(4 + 1.6 * width, 60), min(2 + 0.55 * num_layers, 400)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     colors = [_COLORS[OPS.get(data["op"]).kind] for _, data in nxg.nodes(data=True)]
-    nx.draw_networkx_edges(nxg, positions, ax=ax, arrows=True, arrowsize=8, width=0.6, edge_color="#666666")
+    layer = nx.get_node_attributes(nxg, "layer")
+    near = [(u, v) for u, v in nxg.edges if layer[v] - layer[u] == 1]
+    skips = [(u, v) for u, v in nxg.edges if layer[v] - layer[u] != 1]
+    style = dict(ax=ax, arrows=True, arrowsize=8, width=0.6, edge_color="#666666", node_size=900)
+    nx.draw_networkx_edges(nxg, positions, edgelist=near, **style)
+    # Skip connections bend, so they do not hide behind the straight chain they bypass.
+    nx.draw_networkx_edges(nxg, positions, edgelist=skips, connectionstyle="arc3,rad=0.35", style="dashed", **style)
     nx.draw_networkx_nodes(nxg, positions, ax=ax, node_color=colors, node_size=900, edgecolors="#333333", linewidths=0.5)
     if graph.num_nodes <= _LABELS_UP_TO:
         labels = {k: _label(data) for k, data in nxg.nodes(data=True)}

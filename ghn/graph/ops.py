@@ -24,6 +24,7 @@ __all__ = [
     "OpSpec",
     "ParamSlot",
     "register_op",
+    "unregister_op",
     "op_for_function",
     "op_for_module",
     "role_id",
@@ -133,6 +134,23 @@ def register_op(spec: OpSpec | None = None, /, **fields) -> OpSpec:
     return spec
 
 
+def unregister_op(name: str) -> OpSpec:
+    """Remove the op `name` from the vocabulary (its functions and module classes included) and return it.
+
+    Meant for ops a user registered for one model, and for tests. Built-in ids stay reserved by the golden table:
+    re-registering a built-in op must reuse its id.
+
+    Raises:
+        UnknownNameError: no op is registered under `name`.
+    """
+    spec = OPS.unregister(name)
+    for fn in spec.functions:
+        if _function_index.get(fn) is spec:
+            del _function_index[fn]
+    _module_cache.clear()
+    return spec
+
+
 def op_for_function(func: Callable) -> OpSpec | None:
     """The op a traced function call maps to, or None for pass-through calls (views, dtype casts, dropout)."""
     return _function_index.get(func)
@@ -237,7 +255,8 @@ _simple("add", 100, "merge", _methods("torch.add", "Tensor.add", "Tensor.add_", 
 _simple("sub", 101, "merge", _methods("torch.sub", "Tensor.sub", "Tensor.sub_", "Tensor.__sub__", "Tensor.__rsub__", "Tensor.__isub__"), with_param="shift")
 _simple("mul", 102, "merge", _methods("torch.mul", "Tensor.mul", "Tensor.mul_", "Tensor.__mul__", "Tensor.__rmul__", "Tensor.__imul__"), with_param="scale")
 _simple("div", 103, "merge", _methods("torch.div", "Tensor.div", "Tensor.div_", "Tensor.__truediv__", "Tensor.__rtruediv__", "Tensor.__itruediv__"), with_param="scale")
-_simple("concat", 104, "merge", _methods("torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack"), with_param="token")
+# Writing a tensor into slices of another (`x[:, :k] = y`, traced as a call on (x, y)) joins them like a concat.
+_simple("concat", 104, "merge", _methods("torch.cat", "torch.concat", "torch.concatenate", "torch.stack", "torch.hstack", "torch.vstack", "Tensor.__setitem__"), with_param="token")
 _simple(
     "matmul",
     105,
@@ -280,5 +299,6 @@ _simple(
     "gelu_approx",
     300 + len(_ACTIVATIONS),
     "activation",
-    module_name_patterns=(r"^(New|Fast|Quick|Accurate|Pytorch)?GELU(Tanh)?(Activation)?$", r"^GELUActivation$"),
+    # A prefix or 'Tanh' is required: torch's nn.GELU and HF's GELUActivation call F.gelu and trace as 'gelu'.
+    module_name_patterns=(r"^(New|Fast|Quick|Accurate)GELU(Activation)?$", r"^(Pytorch)?GELUTanh$"),
 )

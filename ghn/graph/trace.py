@@ -7,6 +7,7 @@ vocabulary in `ghn.graph.ops`; calls it does not list are pass-through (views, c
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Tracer(TorchFunctionMode):
         self.edges: list[tuple[int, int]] = []
         self.unsupported: list[str] = []
         self._table: dict[int, Ref] = {id(t): name for name, t in self.tensors.items()}
+        self._flipped: set[int] = set()  # ids of views of parameters whose two leading dims are swapped (w.T)
         self._module_stack: list[tuple[str, str]] = []
         self._opaque: list[_OpaqueCall] = []
 
@@ -127,19 +129,28 @@ class Tracer(TorchFunctionMode):
             # not packed" before choosing a path; the graph follows the common path, where the answer is True.
             return True
         out = func(*args, **kwargs)
-        if self._opaque or not _has_tensor(out):
+        if self._opaque or func in _FRESH:
+            return out
+        if func is _SETITEM:
+            # `x[index] = value` returns None and writes value's data into x: record the write as a call on
+            # (x, value) whose result is x. The index is addressing, not data.
+            args, kwargs, out = (args[0], args[2]), {}, args[0]
+        if not _has_tensor(out):
             return out
         refs = self._refs(args, kwargs)
         if refs:
-            self._record(func, refs, args, out)
+            self._record(func, refs, args, kwargs, out)
         return out
 
-    def _record(self, func, refs: list[tuple[Any, Ref]], args: tuple, out: Any) -> None:
+    def _record(self, func, refs: list[tuple[Any, Ref]], args: tuple, kwargs: dict, out: Any) -> None:
         spec = op_for_function(func)
         sources = list(dict.fromkeys(r for _, r in refs if isinstance(r, int)))
         params = [(key, r) for key, r in refs if isinstance(r, str)]
-        if spec is None or spec.kind == "merge" and not params and len(sources) < 2:
-            if len(set(r for _, r in refs)) == 1:
+        distinct = set(r for _, r in refs)
+        # A merge of one traced tensor with constants (x + 1, w * scale) and a parameter-free op applied to a
+        # parameter alone (F.normalize(w)) transform that tensor: the result stands for it.
+        if spec is None or spec.kind == "merge" and len(distinct) == 1 or spec.kind == "node" and not sources:
+            if len(distinct) == 1:
                 self._pass_through(refs[0][1], args, out)
             elif not params:
                 self._bind_all(out, self._add_node("other", sources, []))
@@ -151,17 +162,28 @@ class Tracer(TorchFunctionMode):
                 self.nodes[ref].activation = spec.name
             self._bind_all(out, ref)
         elif spec.kind == "layer":
-            self._layer(func, spec, refs, sources, params, out)
+            self._layer(func, spec, sources, self._slotted(spec, params, args, kwargs), out)
         elif spec.kind == "merge":
-            self._merge_with_param(func, spec, sources, params, out)
+            self._merge_with_param(func, spec, sources, self._slotted(spec, params, args, kwargs), out)
         elif params:
             self._unsupported(func, params, sources, out)
         else:
             self._bind_all(out, self._add_node(spec.op, sources, []))
 
-    def _layer(self, func, spec: OpSpec, refs, sources: list[int], params, out: Any) -> None:
-        owned = [(name, spec.slots[key]) for key, name in params if key in spec.slots]
-        stray = [(key, name) for key, name in params if key not in spec.slots]
+    def _slotted(self, spec: OpSpec, params, args: tuple, kwargs: dict) -> list[tuple[Any, str, ParamSlot | None]]:
+        """(key, name, slot) of each parameter argument; the slot's layout is flipped for a transposed view (w.T)."""
+        slotted = []
+        for key, name in params:
+            slot = spec.slots.get(key)
+            value = args[key] if isinstance(key, int) and key < len(args) else kwargs.get(key)
+            if slot is not None and isinstance(value, torch.Tensor) and id(value) in self._flipped:
+                slot = dataclasses.replace(slot, layout=_FLIPPED_LAYOUT[slot.layout])
+            slotted.append((key, name, slot))
+        return slotted
+
+    def _layer(self, func, spec: OpSpec, sources: list[int], params, out: Any) -> None:
+        owned = [(name, slot) for _, name, slot in params if slot is not None]
+        stray = [(key, name) for key, name, slot in params if slot is None]
         if stray:
             self._unsupported(func, stray, sources, out)
             return
@@ -175,24 +197,29 @@ class Tracer(TorchFunctionMode):
             return
         target = OPS.get(spec.with_param) if spec.with_param else None
         if target is None or len(params) != 1:
-            self._unsupported(func, params, sources, out)
+            self._unsupported(func, [(key, name) for key, name, _ in params], sources, out)
             return
-        key, name = params[0]
+        key, name, slot = params[0]
         if target.name == "linear":
-            slot = spec.slots.get(key)
             if slot is None:
-                self._unsupported(func, params, sources, out)
+                self._unsupported(func, [(key, name)], sources, out)
                 return
         else:
             slot = ParamSlot(_role_for(target.name, self.params[name].shape), "vector")
         self._bind_all(out, self._add_node(target.op, sources, [(name, slot)]))
 
     def _pass_through(self, ref: Ref, args: tuple, out: Any) -> None:
-        """Views, casts and scalar arithmetic keep the producer; integer results of float math are not data flow."""
+        """Views, casts and scalar arithmetic keep the producer; integer results of float math are not data flow.
+
+        A view of a parameter that swaps its two leading dims (w.t(), w.T, w.transpose(0, 1)) is remembered, so the
+        op it reaches reads the parameter in the other layout.
+        """
         source = next((a for a in _tensors(args) if self._table.get(id(a)) == ref), None)
+        flipped = source is not None and isinstance(ref, str) and id(source) in self._flipped
         for tensor in _tensors(out):
             if tensor.is_floating_point() or (source is not None and tensor.dtype == source.dtype):
-                self._bind(tensor, ref)
+                swapped = isinstance(ref, str) and source is not None and _swaps_leading_dims(source, tensor)
+                self._bind(tensor, ref, flipped=flipped != swapped)
 
     def _unsupported(self, func, params, sources: list[int], out: Any) -> None:
         path, module_type = self._module_stack[-1] if self._module_stack else ("", "")
@@ -234,8 +261,13 @@ class Tracer(TorchFunctionMode):
                     refs.append((key, ref))
         return refs
 
-    def _bind(self, tensor: torch.Tensor, ref: Ref) -> None:
+    def _bind(self, tensor: torch.Tensor, ref: Ref, *, flipped: bool = False) -> None:
         key = id(tensor)
+        if flipped and key not in self._flipped:
+            self._flipped.add(key)
+            weakref.finalize(tensor, self._flipped.discard, key)
+        elif not flipped:
+            self._flipped.discard(key)
         if self._table.get(key) == ref:
             return
         if key not in self._table:
@@ -248,6 +280,30 @@ class Tracer(TorchFunctionMode):
 
 
 _TRUTH_TESTS = (torch.Tensor.__bool__, torch.Tensor.item)
+_SETITEM = torch.Tensor.__setitem__
+# Calls whose result takes only the shape, dtype or device of their tensor argument, not its data.
+_FRESH = frozenset(
+    getattr(owner, name)
+    for owner, names in (
+        (torch.Tensor, ("new_zeros", "new_ones", "new_empty", "new_full", "new_tensor")),
+        (torch, ("zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like")),
+    )
+    for name in names
+    if hasattr(owner, name)
+)
+_FLIPPED_LAYOUT = {"out_in": "in_out", "in_out": "out_in", "vector": "vector"}
+
+
+def _swaps_leading_dims(source: torch.Tensor, view: torch.Tensor) -> bool:
+    """Whether `view` is `source` with its first two dims swapped (a transpose or permute, not a reshape)."""
+    if source.dim() < 2 or view.dim() < 2 or not view._is_view():
+        return False
+    (rows, cols), (row_stride, col_stride) = source.shape[:2], source.stride()[:2]
+    return (
+        tuple(view.shape[:2]) == (cols, rows)
+        and tuple(view.stride()[:2]) == (col_stride, row_stride)
+        and row_stride != col_stride
+    )
 
 
 def _is_meta_flag(value: Any) -> bool:

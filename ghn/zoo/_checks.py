@@ -1,4 +1,4 @@
-"""Validation helpers shared by the family configs: each raises `ConfigError` naming the field, the value and the fix."""
+"""Validation helpers for the family configs: each raises `ConfigError` naming the field, the value and the fix."""
 
 from __future__ import annotations
 

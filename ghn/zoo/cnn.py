@@ -131,7 +131,9 @@ CELL_OPS.register("sep_conv_5x5", _sep_conv(5))
 CELL_OPS.register("dil_conv_3x3", _dil_conv(3))
 CELL_OPS.register("dil_conv_5x5", _dil_conv(5))
 CELL_OPS.register("max_pool_3x3", lambda c, stride, bn: nn.MaxPool2d(3, stride=stride, padding=1))
-CELL_OPS.register("avg_pool_3x3", lambda c, stride, bn: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
+CELL_OPS.register(
+    "avg_pool_3x3", lambda c, stride, bn: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+)
 CELL_OPS.register("skip_connect", _skip)
 CELL_OPS.register("se", lambda c, stride, bn: SqueezeExcite(c, stride))
 

@@ -155,8 +155,8 @@ class Transformer(nn.Module):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
         self.n_positions = config.n_positions
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.wte = _embedding(config.vocab_size, config.n_embd)
+        self.wpe = _embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
@@ -170,6 +170,15 @@ class Transformer(nn.Module):
         for block in self.h:
             x = block(x)
         return self.ln_f(x)
+
+
+def _embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:
+    """An uninitialized `nn.Embedding` (`GPT2.reset_parameters` sets its values).
+
+    Passing `_weight` skips `nn.Embedding.reset_parameters`, whose `normal_` on the meta device imports
+    `torch._dynamo` (about 2 s, once per process) and would make meta builds slow.
+    """
+    return nn.Embedding(num_embeddings, embedding_dim, _weight=torch.empty(num_embeddings, embedding_dim))
 
 
 class GPT2(nn.Module):
@@ -192,6 +201,8 @@ class GPT2(nn.Module):
     def reset_parameters(self) -> None:
         """GPT-2's init: normal(0, initializer_range) weights and embeddings, zero biases, unit LayerNorms, and
         std initializer_range / sqrt(2 * n_layer) for the residual projections `c_proj`."""
+        if self.transformer.wte.weight.is_meta:
+            return  # meta tensors hold no values; skipping keeps meta builds instant
         std = self.config.initializer_range
         for name, module in self.named_modules():
             if isinstance(module, (Conv1D, nn.Embedding)):
@@ -213,7 +224,10 @@ class GPT2(nn.Module):
 
     def extra_repr(self) -> str:
         config = self.config
-        return f"n_layer={config.n_layer}, n_embd={config.n_embd}, n_head={config.n_head}, vocab_size={config.vocab_size}"
+        return (
+            f"n_layer={config.n_layer}, n_embd={config.n_embd}, n_head={config.n_head}, "
+            f"vocab_size={config.vocab_size}"
+        )
 
 
 def build_gpt2(config: GPT2Config) -> GPT2:

@@ -59,9 +59,11 @@ def build_hf(name: str, overrides: Mapping[str, Any] | None = None) -> nn.Module
     config_cls = getattr(transformers, spec.config_class)
     overrides = dict(overrides or {})
     defaults = config_cls(**spec.config)
-    unknown = sorted(key for key in overrides if not hasattr(defaults, key))
+    # HF keeps some constructor arguments under a private name ('attn_implementation' as '_attn_implementation').
+    unknown = sorted(key for key in overrides if not (hasattr(defaults, key) or hasattr(defaults, f"_{key}")))
     if unknown:
-        hints = [f"{key!r}" + "".join(f" (did you mean {m!r}?)" for m in close_matches(key, dir(defaults), 1)) for key in unknown]
+        hints = [f"{key!r}" + "".join(f" (did you mean {m!r}?)" for m in close_matches(key, dir(defaults), 1))
+                 for key in unknown]  # fmt: skip
         raise ConfigError(
             f"Unknown override(s) {', '.join(hints)} for {spec.config_class!r} of 'hf:{name}'. "
             "Pass attributes of that config class."

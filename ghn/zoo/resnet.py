@@ -165,7 +165,8 @@ class ResNet(nn.Module):
         self.stage_names = tuple(f"layer{i + 1}" for i in range(len(config.layers)))
         in_channels = config.base_width
         for i, (name, planes) in enumerate(zip(self.stage_names, config.stage_widths)):
-            stage, in_channels = _stage(config, in_channels, planes, num_blocks=config.layers[i], stride=1 if i == 0 else 2)
+            stride = 1 if i == 0 else 2
+            stage, in_channels = _stage(config, in_channels, planes, num_blocks=config.layers[i], stride=stride)
             self.add_module(name, stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, config.num_classes)
@@ -173,6 +174,8 @@ class ResNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """torchvision's init: Kaiming-normal (fan_out, ReLU) convs, unit/zero batch norm, default `fc`."""
+        if self.fc.weight.is_meta:
+            return  # meta tensors hold no values; skipping keeps meta builds instant
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -194,10 +197,15 @@ class ResNet(nn.Module):
 
     def extra_repr(self) -> str:
         config = self.config
-        return f"block={config.block!r}, layers={config.layers}, base_width={config.base_width}, num_classes={config.num_classes}"
+        return (
+            f"block={config.block!r}, layers={config.layers}, base_width={config.base_width}, "
+            f"num_classes={config.num_classes}"
+        )
 
 
-def _stage(config: ResNetConfig, in_channels: int, planes: int, *, num_blocks: int, stride: int) -> tuple[nn.Sequential, int]:
+def _stage(
+    config: ResNetConfig, in_channels: int, planes: int, *, num_blocks: int, stride: int
+) -> tuple[nn.Sequential, int]:
     """The blocks of one stage and the number of channels they output."""
     block_cls = BLOCKS[config.block]
     inner_width = max(1, int(planes * config.width_multiplier))

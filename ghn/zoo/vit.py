@@ -165,6 +165,8 @@ class VisionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """timm's init: truncated normal (std 0.02) for linear weights, position embedding and class token."""
+        if self.head.weight.is_meta:
+            return  # meta tensors hold no values; skipping keeps meta builds instant
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from ghn.data import ImageTensorDataset, RandomCropFlip, load_digits
+from ghn.errors import ShapeError
 
 
 def _stack(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*(dataset[i] for i in range(len(dataset))))
+    xs, ys = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     return torch.stack(xs), torch.tensor(ys)
 
 
@@ -92,3 +93,7 @@ def test_image_tensor_dataset_repr():
     )
     assert repr(dataset) == "ImageTensorDataset(num_images=5, shape=(3, 16, 16), augment=None)"
     assert dataset[0][0].shape == (3, 16, 16)
+    with pytest.raises(ShapeError, match="one mean and std per channel \\(3\\)"):
+        ImageTensorDataset(torch.zeros(5, 3, 8, 8), torch.zeros(5), mean=(0,), std=(1,))
+    with pytest.raises(ShapeError, match="labels \\(N,\\), got \\(5, 3, 8, 8\\) and \\(4,\\)"):
+        ImageTensorDataset(torch.zeros(5, 3, 8, 8), torch.zeros(4), mean=(0, 0, 0), std=(1, 1, 1))

@@ -54,7 +54,9 @@ def test_unknown_task_suggests_close_names():
 
 
 def test_unknown_option_suggests_close_option():
-    with pytest.raises(ConfigError, match="Unknown option.*'image_sise' \\(did you mean 'image_size'\\?\\) for task 'digits'"):
+    with pytest.raises(
+        ConfigError, match="Unknown option.*'image_sise' \\(did you mean 'image_size'\\?\\) for task 'digits'"
+    ):
         load_task("digits", image_sise=32)
 
 
@@ -84,8 +86,18 @@ def test_task_data_validates_fields():
     with pytest.raises(ConfigError, match="'vocab_size' must be a positive int for a text task, got None"):
         TaskData(name="x", kind="text", train=[], val=[], test=[], context=8)
     with pytest.raises(ConfigError, match="'mean' must hold one value per channel \\(3\\)"):
-        TaskData(name="x", kind="image", train=[], val=[], test=[], num_classes=2, in_channels=3, image_size=4,
-                 mean=(0.5,), std=(1.0, 1.0, 1.0))
+        TaskData(
+            name="x",
+            kind="image",
+            train=[],
+            val=[],
+            test=[],
+            num_classes=2,
+            in_channels=3,
+            image_size=4,
+            mean=(0.5,),
+            std=(1.0, 1.0, 1.0),
+        )
 
 
 def test_task_data_repr_and_properties():

@@ -1,0 +1,25 @@
+"""The graph hypernetwork: configs, encoder, decoders, role normalization and the on-disk format."""
+
+from ghn.nn.checkpoint import load_ghn, save_ghn
+from ghn.nn.config import GHN_PRESETS, DecoderConfig, EncoderConfig, GHNConfig
+from ghn.nn.decoder import DECODERS, BlockDecoder, LowRankDecoder
+from ghn.nn.encoder import GraphormerEncoder
+from ghn.nn.ghn import GHN
+from ghn.nn.normalize import normalize_param, param_scales, reference_std
+
+__all__ = [
+    "DECODERS",
+    "GHN",
+    "GHN_PRESETS",
+    "BlockDecoder",
+    "DecoderConfig",
+    "EncoderConfig",
+    "GHNConfig",
+    "GraphormerEncoder",
+    "LowRankDecoder",
+    "load_ghn",
+    "normalize_param",
+    "param_scales",
+    "reference_std",
+    "save_ghn",
+]

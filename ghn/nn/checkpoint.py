@@ -1,0 +1,135 @@
+"""The on-disk format of a GHN: a directory with `config.json` ({format_version, config, metadata}) and
+`model.safetensors` (weights, with the same JSON in its header so the file also loads alone).
+
+Loading never unpickles arbitrary objects and never guesses the architecture from tensor names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ghn._logging import get_logger
+from ghn.errors import CheckpointError, ConfigError
+from ghn.nn.config import GHNConfig
+
+if TYPE_CHECKING:
+    from ghn.nn.ghn import GHN
+
+__all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_ghn", "load_ghn", "read_header", "atomic_write"]
+
+logger = get_logger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header(ghn: GHN, metadata: dict[str, Any]) -> dict[str, Any]:
+    from ghn import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "ghn_version": __version__,
+        "config": ghn.config.to_dict(),
+        "metadata": metadata,
+    }
+
+
+def save_ghn(ghn: GHN, path: str | Path, **metadata: Any) -> Path:
+    """Write `ghn` into directory `path`; `metadata` (JSON-serializable) is stored beside the config."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    header = _header(ghn, metadata)
+    text = json.dumps(header, indent=2, sort_keys=True)
+    weights = {name: t.detach().cpu().contiguous() for name, t in ghn.state_dict().items()}
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(weights, str(tmp), metadata={"ghn": text}))
+    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(text + "\n"))
+    logger.info("Saved GHN (%s parameters) to %s", f"{ghn.num_parameters():,}", path)
+    return path
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The {format_version, config, metadata} record of a saved GHN directory or safetensors file."""
+    path = Path(path)
+    if path.is_dir():
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise CheckpointError(f"No {CONFIG_NAME!r} in {str(path)!r}. Save GHNs with GHN.save_pretrained(dir).")
+        try:
+            return json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{str(config_file)!r} is not valid JSON ({err}).") from err
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                text = (f.metadata() or {}).get("ghn")
+        except Exception as err:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"Cannot read {str(path)!r} as safetensors ({err}).") from err
+        if text is None:
+            raise CheckpointError(f"{str(path)!r} has no GHN header. Save GHNs with GHN.save_pretrained(dir).")
+        return json.loads(text)
+    raise CheckpointError(f"Cannot load a GHN from {str(path)!r}: expected a directory or a '.safetensors' file.")
+
+
+def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:
+    """Load a GHN saved by `save_ghn`; refuses unknown formats, mismatched weights and non-finite values."""
+    from safetensors.torch import load_file
+
+    from ghn.nn.ghn import GHN
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"No GHN checkpoint at {str(path)!r}. Pass a directory written by GHN.save_pretrained.")
+    header = read_header(path)
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has format_version {header.get('format_version')!r}; this ghn reads {FORMAT_VERSION}. "
+            "Upgrade ghn or re-save the checkpoint."
+        )
+    try:
+        config = GHNConfig.from_dict(header["config"])
+    except (ConfigError, KeyError, TypeError) as err:
+        raise CheckpointError(f"The config in {str(path)!r} is not a valid GHN config ({err}).") from err
+    weights_file = path / WEIGHTS_NAME if path.is_dir() else path
+    try:
+        weights = load_file(str(weights_file), device=str(map_location))
+    except Exception as err:  # a truncated or corrupted file
+        raise CheckpointError(f"Cannot read weights from {str(weights_file)!r} ({err}).") from err
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} holds NaN or infinite values in {', '.join(map(repr, bad[:5]))}; "
+            "it cannot predict usable parameters. Use an earlier checkpoint."
+        )
+    ghn = GHN(config)
+    result = ghn.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"Weights in {str(path)!r} do not match its config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}."
+        )
+    ghn.metadata = header.get("metadata", {})
+    logger.info("Loaded GHN from %s", path)
+    return ghn.to(map_location).eval()

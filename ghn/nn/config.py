@@ -1,0 +1,114 @@
+"""Configs of the hypernetwork: encoder, decoder, and the whole GHN, with the named presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ghn._config import from_dict, to_dict
+from ghn.errors import ConfigError
+from ghn.registry import Registry
+
+__all__ = ["EncoderConfig", "DecoderConfig", "GHNConfig", "GHN_PRESETS"]
+
+
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig:
+    """The Graphormer encoder over the nodes of each graph."""
+
+    hidden_dim: int = 64
+    """Width D of node embeddings."""
+    num_layers: int = 3
+    """Number of pre-LN transformer layers."""
+    num_heads: int = 8
+    """Attention heads; must divide `hidden_dim`."""
+    mlp_ratio: float = 2.0
+    """Width of each layer's MLP as a multiple of `hidden_dim`."""
+    max_distance: int = 16
+    """Shortest-path distances above this share one attention-bias bucket (as do unreachable pairs)."""
+    max_degree: int = 32
+    """In/out degrees above this share one degree embedding."""
+    dropout: float = 0.0
+    """Dropout in attention and MLPs during GHN training."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "hidden_dim", "num_layers", "num_heads", "max_distance", "max_degree")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(
+                f"EncoderConfig.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecoderConfig:
+    """How node embeddings become parameter tensors."""
+
+    kind: Literal["low_rank", "block"] = "low_rank"
+    """'low_rank' (LoGAH: W = A @ B with rows and columns generated per index, any width, no tiling) or 'block'
+    (GHN-2/3: one fixed block per node, sliced and tiled to the tensor's shape)."""
+    rank: int = 32
+    """Rank r of the low-rank factors."""
+    num_index_features: int = 64
+    """Fourier features that encode a row/column index (low_rank)."""
+    block_channels: int = 32
+    """Block decoder: the block is (block_channels, block_channels, block_kernel, block_kernel)."""
+    block_kernel: int = 3
+    """Block decoder: spatial size of the block."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("low_rank", "block"):
+            raise ConfigError(f"DecoderConfig.kind must be 'low_rank' or 'block', got {self.kind!r}.")
+        _positive(self, "rank", "num_index_features", "block_channels", "block_kernel")
+        if self.num_index_features % 4:
+            raise ConfigError(f"DecoderConfig.num_index_features must be a multiple of 4, got {self.num_index_features}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GHNConfig:
+    """A whole graph hypernetwork; it round-trips through JSON (`to_dict` / `GHNConfig.from_dict`)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    normalize: bool = True
+    """Scale predicted tensors to the statistics of a sound init for their role (see ghn/nn/normalize.py)."""
+    num_op_embeddings: int = 512
+    """Rows of the op-type table; ops with larger ids (user ops) share the last row."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "num_op_embeddings")
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.encoder.hidden_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GHNConfig:
+        return from_dict(cls, data)
+
+
+GHN_PRESETS: Registry[GHNConfig] = Registry("GHN preset")
+
+
+def _preset(name: str, hidden: int, rank: int, layers: int, heads: int, kind: str = "low_rank") -> None:
+    encoder = EncoderConfig(hidden_dim=hidden, num_layers=layers, num_heads=heads)
+    GHN_PRESETS.register(name, GHNConfig(encoder=encoder, decoder=replace(DecoderConfig(), kind=kind, rank=rank)))
+
+
+# Hidden size, rank, layers and heads of the LoGAH paper's variants; 'ghn3-tiny' uses the GHN-3 block decoder.
+_preset("logah-tiny", 64, 32, 3, 8)
+_preset("logah-small", 128, 90, 5, 16)
+_preset("logah-base", 256, 128, 5, 16)
+_preset("logah-large", 256, 256, 12, 16)
+_preset("ghn3-tiny", 64, 32, 3, 8, kind="block")

@@ -1,0 +1,128 @@
+"""`GHN`: the graph hypernetwork. Graphs in, every owned parameter tensor out.
+
+Node embeddings -> Graphormer encoder -> per-parameter embedding (node + role + slot) -> decoder -> role normalization.
+Low-rank decoding follows LoGAH (Zhou et al., 2024, https://arxiv.org/abs/2405.16287); the encoder follows GHN-3
+(Knyazev et al., 2023, https://arxiv.org/abs/2303.04143).
+
+Shape letters: N nodes, D hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from ghn.graph import ROLES, ComputationGraph
+from ghn.nn.config import GHN_PRESETS, GHNConfig
+from ghn.nn.decoder import DECODERS, LowRank
+from ghn.nn.encoder import GraphormerEncoder
+from ghn.nn.features import NodeEmbedding
+from ghn.nn.normalize import normalize_param, param_scales
+
+__all__ = ["GHN"]
+
+_MAX_SLOTS = 8  # parameters of one node are told apart by their position among its parameters
+
+
+class GHN(nn.Module):
+    """A graph hypernetwork that predicts the parameters of the models whose graphs it reads.
+
+    Example:
+        >>> ghn = GHN.from_preset("logah-tiny")
+        >>> params = ghn([build_graph(model)])[0]   # {name: tensor}, differentiable
+    """
+
+    def __init__(self, config: GHNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GHNConfig()
+        self.metadata: dict[str, Any] = {}  # what a loaded checkpoint says about itself (name, training data)
+        hidden = self.config.hidden_dim
+        self.embed = NodeEmbedding(hidden, self.config.num_op_embeddings, self.config.encoder.max_degree)
+        self.encoder = GraphormerEncoder(self.config.encoder)
+        self.role = nn.Embedding(len(ROLES), hidden)
+        self.slot = nn.Embedding(_MAX_SLOTS, hidden)
+        self.param_mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
+        self.decoder = DECODERS.get(self.config.decoder.kind)(hidden, self.config.decoder)
+
+    # -- construction ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> GHN:
+        """A randomly initialized GHN of a named size ('logah-tiny', 'logah-small', 'logah-base', 'logah-large',
+        'ghn3-tiny'); `overrides` replace top-level config fields."""
+        return cls(replace(GHN_PRESETS.get(name), **overrides))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> GHN:
+        """Load a GHN saved with `save_pretrained` (a directory with config.json and model.safetensors)."""
+        from ghn.nn.checkpoint import load_ghn
+
+        return load_ghn(path)
+
+    def save_pretrained(self, path: str | Path, **metadata: Any) -> Path:
+        """Write config.json and model.safetensors into directory `path` (atomically); returns the directory."""
+        from ghn.nn.checkpoint import save_ghn
+
+        return save_ghn(self, path, **metadata)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.role.weight.device
+
+    # -- prediction -----------------------------------------------------------------------------------------------
+    def encode(self, graphs: Sequence[ComputationGraph]) -> list[Tensor]:
+        """Contextual node embeddings, one (N, D) tensor per graph, from one batched encoder pass."""
+        batch = Batch.from_data_list([g.to_pyg() for g in graphs]).to(self.device)
+        nodes = self.encoder(self.embed(batch), batch)
+        return list(nodes.split(batch.ptr.diff().tolist()))
+
+    def iter_predictions(
+        self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
+    ) -> Iterator[tuple[int, str, Tensor | LowRank]]:
+        """Yield (graph index, parameter name, prediction) one owned parameter at a time; a prediction is a tensor
+        or a `LowRank` that `materialize(out=...)` writes straight into the parameter's storage."""
+        embeddings = self.encode(graphs) if embeddings is None else embeddings
+        for index, (graph, nodes) in enumerate(zip(graphs, embeddings)):
+            scales = param_scales(graph)
+            cache: dict = {}
+            for node_index, node in enumerate(graph.nodes):
+                for slot, name in enumerate(node.params):
+                    info = graph.params[name]
+                    yield index, name, self._predict(nodes[node_index], info, slot, scales[name], cache)
+
+    def iter_params(
+        self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
+    ) -> Iterator[tuple[int, str, Tensor]]:
+        """Like `iter_predictions`, with every prediction made into a tensor of the parameter's shape."""
+        for index, name, prediction in self.iter_predictions(graphs, embeddings):
+            yield index, name, prediction.materialize() if isinstance(prediction, LowRank) else prediction
+
+    def forward(self, graphs: Sequence[ComputationGraph]) -> list[dict[str, Tensor]]:
+        """Every owned parameter of every graph: a list (one per graph) of {name: tensor}."""
+        out: list[dict[str, Tensor]] = [{} for _ in graphs]
+        for index, name, tensor in self.iter_params(graphs):
+            out[index][name] = tensor
+        return out
+
+    def _predict(self, node: Tensor, info, slot: int, scale, cache: dict) -> Tensor | LowRank:
+        role = torch.tensor(ROLES.index(info.role), device=node.device)
+        slot_id = torch.tensor(min(slot, _MAX_SLOTS - 1), device=node.device)
+        embedding = self.param_mlp(node + self.role(role) + self.slot(slot_id))  # (D,)
+        transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...), like HF Conv1D
+        raw = self.decoder(embedding, info.shape, transposed, cache)
+        return normalize_param(raw, info, scale) if self.config.normalize else raw
+
+    def extra_repr(self) -> str:
+        encoder = self.config.encoder
+        return (
+            f"hidden_dim={encoder.hidden_dim}, num_layers={encoder.num_layers}, num_heads={encoder.num_heads}, "
+            f"decoder={self.config.decoder.kind!r}, rank={self.config.decoder.rank}"
+        )

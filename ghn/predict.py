@@ -1,0 +1,235 @@
+"""`predict` and `predict_params`: a GHN fills every parameter of a PyTorch model, or returns them differentiably.
+
+A model on the `meta` device is predicted straight into real tensors, one tensor at a time, so a 774M-parameter
+GPT-2 Large needs little more memory than its own weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+from torch import Tensor, nn
+
+from ghn._logging import get_logger
+from ghn.graph import ComputationGraph, build_graph
+from ghn.nn import GHN, load_ghn
+from ghn.nn.decoder import LowRank
+
+__all__ = ["PredictionReport", "predict", "predict_params"]
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class PredictionReport:
+    """What `predict` did to a model: which parameters the GHN predicted, which it did not and why, and what
+    happened to buffers."""
+
+    model_type: str
+    num_predicted_tensors: int = 0
+    num_predicted_params: int = 0
+    num_total_tensors: int = 0
+    num_total_params: int = 0
+    predicted: list[str] = field(default_factory=list)
+    not_predicted: dict[str, str] = field(default_factory=dict)
+    reset_buffers: list[str] = field(default_factory=list)
+    uninitialized_buffers: list[str] = field(default_factory=list)
+
+    @property
+    def is_complete(self) -> bool:
+        """Every trainable parameter was predicted."""
+        return not self.not_predicted
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.model_type}: predicted {self.num_predicted_params:,}/{self.num_total_params:,} parameters "
+            f"in {self.num_predicted_tensors}/{self.num_total_tensors} tensors"
+        ]
+        lines += [f"  not predicted: {name!r} ({why})" for name, why in self.not_predicted.items()]
+        if self.reset_buffers:
+            lines.append(f"  running statistics reset (not predicted): {len(self.reset_buffers)} buffers")
+        if self.uninitialized_buffers:
+            lines.append(f"  buffers set to zeros (the model was on meta and a GHN does not predict buffers): {', '.join(self.uninitialized_buffers)}")
+        return "\n".join(lines)
+
+
+def _resolve_ghn(ghn: GHN | str | Path) -> GHN:
+    if isinstance(ghn, GHN):
+        return ghn
+    if isinstance(ghn, (str, Path)):
+        return load_ghn(ghn)
+    raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
+
+
+def _graphs(models: Sequence[nn.Module | ComputationGraph], example_inputs: Any) -> list[ComputationGraph]:
+    graphs = []
+    for model in models:
+        if isinstance(model, ComputationGraph):
+            graphs.append(model)
+        elif isinstance(model, nn.Module):
+            graphs.append(build_graph(model, example_inputs))
+        else:
+            raise TypeError(f"Expected an nn.Module or a ComputationGraph, got {type(model).__name__!r}.")
+    return graphs
+
+
+@overload
+def predict_params(model: nn.Module | ComputationGraph, ghn: GHN, *, example_inputs: Any = None) -> dict[str, Tensor]: ...
+@overload
+def predict_params(model: Sequence[nn.Module | ComputationGraph], ghn: GHN, *, example_inputs: Any = None) -> list[dict[str, Tensor]]: ...
+
+
+def predict_params(model, ghn, *, example_inputs=None):
+    """Predicted parameters as {name: tensor}, differentiable with respect to the GHN's parameters.
+
+    Use with `torch.func.functional_call(model, params, x)` to train a GHN on the task loss of the predicted
+    networks. Tied parameters appear under their first name (functional_call ties the others). A list of models or
+    graphs is predicted in one batched GHN forward and gives a list of dicts.
+
+    Args:
+        model: an `nn.Module`, a `ComputationGraph` from `ghn.build_graph`, or a list of them.
+        ghn: the hypernetwork (or the path of a saved one).
+        example_inputs: inputs to trace the model(s) with, when they cannot be derived.
+    """
+    ghn = _resolve_ghn(ghn)
+    single = not isinstance(model, (list, tuple))
+    graphs = _graphs([model] if single else model, example_inputs)
+    params = ghn(graphs)
+    return params[0] if single else params
+
+
+def predict(
+    model: nn.Module | Sequence[nn.Module],
+    ghn: GHN | str | Path,
+    *,
+    example_inputs: Any = None,
+    device: str | torch.device | None = None,
+    inplace: bool = True,
+    return_report: bool = False,
+):
+    """Fill every parameter of `model` with the GHN's prediction.
+
+    Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted. The report
+    (`model.ghn_report`, or returned with `return_report=True`) lists what was and was not predicted.
+
+    Args:
+        model: a model, or a list of models predicted in one batched GHN forward. A model on the `meta` device gets
+            real tensors on `device`, made one at a time (no random init first).
+        ghn: the hypernetwork, or the path of a saved one.
+        example_inputs: inputs to trace the model with, when they cannot be derived.
+        device: where predicted parameters live; default the model's own device (the GHN's for `meta` models).
+            The GHN runs on its own device and each tensor is moved.
+        inplace: write into `model`; with False a copy is predicted and `model` is left as it was.
+        return_report: return `(model, report)` instead of `model`.
+
+    Returns:
+        The predicted model (or list of models), with `ghn_report` attached; `(model, report)` with return_report.
+
+    Raises:
+        TypeError: `model` is not an `nn.Module` or `ghn` is not a GHN or path.
+        GraphError: the model's graph cannot be built.
+        CheckpointError: `ghn` names a checkpoint that cannot be loaded.
+    """
+    ghn = _resolve_ghn(ghn)
+    single = not isinstance(model, (list, tuple))
+    models = [model] if single else list(model)
+    for item in models:
+        if not isinstance(item, nn.Module):
+            raise TypeError(f"predict expects an nn.Module (or a list of them), got {type(item).__name__!r}.")
+    if not inplace:
+        models = [copy.deepcopy(m) for m in models]
+    graphs = _graphs(models, example_inputs)
+    targets = [_target_device(m, device, ghn) for m in models]
+    reports = [_start_report(m, g) for m, g in zip(models, graphs)]
+    was_training = ghn.training
+    ghn.eval()
+    try:
+        with torch.no_grad():
+            for index, name, prediction in ghn.iter_predictions(graphs):
+                _write(models[index], graphs[index], name, prediction, targets[index])
+                reports[index].predicted.append(name)
+    finally:
+        ghn.train(was_training)
+    for m, g, report, target in zip(models, graphs, reports, targets):
+        _finish(m, g, report, target)
+        m.ghn_report = report
+        logger.info("%s", report)
+    result = models[0] if single else models
+    if return_report:
+        return result, (reports[0] if single else reports)
+    return result
+
+
+def _target_device(model: nn.Module, device: str | torch.device | None, ghn: GHN) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    own = next(model.parameters()).device
+    return ghn.device if own.type == "meta" else own
+
+
+def _start_report(model: nn.Module, graph: ComputationGraph) -> PredictionReport:
+    trainable = [p for p in graph.params.values() if p.trainable]
+    return PredictionReport(
+        model_type=type(model).__name__,
+        num_total_tensors=len(trainable),
+        num_total_params=sum(p.numel for p in trainable),
+    )
+
+
+def _write(model: nn.Module, graph: ComputationGraph, name: str, value: Tensor | LowRank, device: torch.device) -> None:
+    """Write `value` into parameter `name`, or replace a meta parameter by a real one under all its names.
+
+    Low-rank predictions are multiplied out straight into the destination when dtype and device allow it, so no
+    second copy of a large tensor is ever made.
+    """
+    info = graph.params[name]
+    param = model.get_parameter(name)
+    target = param if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
+    direct = (
+        isinstance(value, LowRank) and target.dtype == value.rows.dtype and target.device == value.rows.device
+    )
+    if direct:
+        value.materialize(out=target.data)
+    else:
+        tensor = value.materialize() if isinstance(value, LowRank) else value
+        target.data.copy_(tensor.to(device=target.device, dtype=target.dtype))
+    if param.is_meta:
+        new = nn.Parameter(target, requires_grad=param.requires_grad)
+        for alias in (name, *info.aliases):
+            owner, _, leaf = alias.rpartition(".")
+            model.get_submodule(owner)._parameters[leaf] = new
+
+
+def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport, device: torch.device) -> None:
+    """Fill in the report; reset running statistics; materialize what is left on meta."""
+    predicted = set(report.predicted)
+    for info in graph.params.values():
+        if info.name in predicted:
+            report.num_predicted_tensors += 1
+            report.num_predicted_params += info.numel
+        elif info.trainable:
+            report.not_predicted[info.name] = info.reason or "no node owns it"
+            param = model.get_parameter(info.name)
+            if param.is_meta:
+                _write(model, graph, info.name, torch.zeros(param.shape), device)
+                report.not_predicted[info.name] += "; the model was on meta, so it was set to zeros"
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        if callable(getattr(module, "reset_running_stats", None)):
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer.is_meta:
+                    module._buffers[name] = torch.empty_like(buffer, device=device)
+            module.reset_running_stats()
+            report.reset_buffers += [prefix + n for n, _ in module.named_buffers(recurse=False)]
+        else:
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer.is_meta:
+                    module._buffers[name] = torch.zeros_like(buffer, device=device)
+                    report.uninitialized_buffers.append(prefix + name)
+    if report.not_predicted or report.uninitialized_buffers:
+        logger.warning("Prediction of %s is incomplete:\n%s", report.model_type, report)
