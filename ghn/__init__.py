@@ -5,11 +5,13 @@
     >>> ghn.predict(model, ghn.GHN.from_preset("logah-tiny"))
 """
 
-from ghn import zoo
+from ghn import hub, zoo  # importing hub lets predict(model) find a shipped GHN when given none
 from ghn._logging import set_verbosity
 from ghn.errors import GHNError
+from ghn.export import export, export_predicted
 from ghn.graph import ComputationGraph, build_graph, register_op
 from ghn.nn import GHN, GHNConfig
+from ghn.hub import from_pretrained
 from ghn.predict import PredictionReport, predict, predict_params
 
 __version__ = "0.1.0"
@@ -22,6 +24,10 @@ __all__ = [
     "GHNError",
     "PredictionReport",
     "build_graph",
+    "export",
+    "export_predicted",
+    "from_pretrained",
+    "hub",
     "predict",
     "predict_params",
     "register_op",

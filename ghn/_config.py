@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ghn.errors import ConfigError
 
-__all__ = ["from_dict", "from_yaml", "to_dict", "to_json", "from_json", "ghn_home", "is_offline", "env_verbosity"]
+__all__ = ["from_dict", "from_yaml", "to_dict", "to_json", "from_json", "ghn_home", "is_offline", "env_verbosity", "manifest_override"]
 
 C = TypeVar("C")
 
@@ -96,6 +96,12 @@ def ghn_home() -> Path:
 def is_offline() -> bool:
     """True when `GHN_OFFLINE` is set to 1/true/yes: ghn then never reaches the network."""
     return os.environ.get("GHN_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def manifest_override() -> Path | None:
+    """The pretrained-GHN manifest named in `$GHN_PRETRAINED_MANIFEST`, replacing the one shipped in `pretrained/`."""
+    value = os.environ.get("GHN_PRETRAINED_MANIFEST", "").strip()
+    return Path(value).expanduser() if value else None
 
 
 def env_verbosity() -> str | None:

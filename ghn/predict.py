@@ -7,7 +7,7 @@ GPT-2 Large needs little more memory than its own weights.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -16,19 +16,29 @@ import torch
 from torch import Tensor, nn
 
 from ghn._logging import get_logger
+from ghn.errors import ConfigError
 from ghn.graph import ComputationGraph, build_graph
 from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
 
-__all__ = ["PredictionReport", "predict", "predict_params"]
+__all__ = ["DEFAULT_GHN_RESOLVERS", "PredictionReport", "predict", "predict_params"]
 
 logger = get_logger(__name__)
+
+#: Asked in order for a GHN when `predict`/`predict_params` get none: each takes the graphs and returns a GHN or None.
+#: `ghn.hub` (imported by `import ghn`) adds one that picks the shipped pretrained GHN for the graphs' task; predict
+#: cannot import hub itself (hub sits a layer above it).
+DEFAULT_GHN_RESOLVERS: list[Callable[[list[ComputationGraph]], GHN | None]] = []
 
 
 @dataclass
 class PredictionReport:
     """What `predict` did to a model: which parameters the GHN predicted, which it did not and why, and what
-    happened to buffers."""
+    happened to buffers.
+
+    The `num_*` counts cover trainable parameters (tied tensors once), like `ComputationGraph.coverage()`;
+    `predicted` names every tensor that was written, frozen ones included.
+    """
 
     model_type: str
     num_predicted_tensors: int = 0
@@ -58,7 +68,16 @@ class PredictionReport:
         return "\n".join(lines)
 
 
-def _resolve_ghn(ghn: GHN | str | Path) -> GHN:
+def _resolve_ghn(ghn: GHN | str | Path | None, graphs: list[ComputationGraph]) -> GHN:
+    if ghn is None:
+        for resolver in DEFAULT_GHN_RESOLVERS:
+            found = resolver(graphs)
+            if found is not None:
+                return found
+        raise ConfigError(
+            "No GHN was given and no shipped pretrained GHN fits this model's task. Pass one, e.g. "
+            "ghn=ghn.from_pretrained('<name or path>') (ghn.hub.PRETRAINED.names() lists the pretrained ones)."
+        )
     if isinstance(ghn, GHN):
         return ghn
     if isinstance(ghn, (str, Path)):
@@ -79,12 +98,12 @@ def _graphs(models: Sequence[nn.Module | ComputationGraph], example_inputs: Any)
 
 
 @overload
-def predict_params(model: nn.Module | ComputationGraph, ghn: GHN, *, example_inputs: Any = None) -> dict[str, Tensor]: ...
+def predict_params(model: nn.Module | ComputationGraph, ghn: GHN | None = None, *, example_inputs: Any = None) -> dict[str, Tensor]: ...
 @overload
-def predict_params(model: Sequence[nn.Module | ComputationGraph], ghn: GHN, *, example_inputs: Any = None) -> list[dict[str, Tensor]]: ...
+def predict_params(model: Sequence[nn.Module | ComputationGraph], ghn: GHN | None = None, *, example_inputs: Any = None) -> list[dict[str, Tensor]]: ...
 
 
-def predict_params(model, ghn, *, example_inputs=None):
+def predict_params(model, ghn=None, *, example_inputs=None):
     """Predicted parameters as {name: tensor}, differentiable with respect to the GHN's parameters.
 
     Use with `torch.func.functional_call(model, params, x)` to train a GHN on the task loss of the predicted
@@ -93,19 +112,19 @@ def predict_params(model, ghn, *, example_inputs=None):
 
     Args:
         model: an `nn.Module`, a `ComputationGraph` from `ghn.build_graph`, or a list of them.
-        ghn: the hypernetwork (or the path of a saved one).
+        ghn: the hypernetwork (or the path of a saved one); None asks `DEFAULT_GHN_RESOLVERS` (see `predict`).
         example_inputs: inputs to trace the model(s) with, when they cannot be derived.
     """
-    ghn = _resolve_ghn(ghn)
     single = not isinstance(model, (list, tuple))
     graphs = _graphs([model] if single else model, example_inputs)
+    ghn = _resolve_ghn(ghn, graphs)
     params = ghn(graphs)
     return params[0] if single else params
 
 
 def predict(
     model: nn.Module | Sequence[nn.Module],
-    ghn: GHN | str | Path,
+    ghn: GHN | str | Path | None = None,
     *,
     example_inputs: Any = None,
     device: str | torch.device | None = None,
@@ -120,10 +139,12 @@ def predict(
     Args:
         model: a model, or a list of models predicted in one batched GHN forward. A model on the `meta` device gets
             real tensors on `device`, made one at a time (no random init first).
-        ghn: the hypernetwork, or the path of a saved one.
+        ghn: the hypernetwork, or the path of a saved one. None picks the shipped pretrained GHN for the model's
+            task through `DEFAULT_GHN_RESOLVERS` (with `import ghn`: `ghn.hub.default_ghn_for`).
         example_inputs: inputs to trace the model with, when they cannot be derived.
-        device: where predicted parameters live; default the model's own device (the GHN's for `meta` models).
-            The GHN runs on its own device and each tensor is moved.
+        device: where the predicted model lives (its buffers and any parameters not predicted move there too);
+            default the model's own device (the GHN's for `meta` models). The GHN runs on its own device and each
+            tensor is moved. Never 'meta'.
         inplace: write into `model`; with False a copy is predicted and `model` is left as it was.
         return_report: return `(model, report)` instead of `model`.
 
@@ -132,18 +153,25 @@ def predict(
 
     Raises:
         TypeError: `model` is not an `nn.Module` or `ghn` is not a GHN or path.
+        ValueError: `device` is 'meta'.
         GraphError: the model's graph cannot be built.
         CheckpointError: `ghn` names a checkpoint that cannot be loaded.
+        ConfigError: `ghn` is None and no default GHN fits the model.
     """
-    ghn = _resolve_ghn(ghn)
     single = not isinstance(model, (list, tuple))
     models = [model] if single else list(model)
     for item in models:
         if not isinstance(item, nn.Module):
             raise TypeError(f"predict expects an nn.Module (or a list of them), got {type(item).__name__!r}.")
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError("predict writes real values, so device cannot be 'meta'. Pass 'cpu', 'cuda' or None.")
     if not inplace:
         models = [copy.deepcopy(m) for m in models]
     graphs = _graphs(models, example_inputs)
+    ghn = _resolve_ghn(ghn, graphs)
+    if device is not None:
+        for m in models:
+            _move_real_tensors(m, torch.device(device))
     targets = [_target_device(m, device, ghn) for m in models]
     reports = [_start_report(m, g) for m, g in zip(models, graphs)]
     was_training = ghn.training
@@ -172,6 +200,18 @@ def _target_device(model: nn.Module, device: str | torch.device | None, ghn: GHN
     return ghn.device if own.type == "meta" else own
 
 
+def _move_real_tensors(model: nn.Module, device: torch.device) -> None:
+    """Move the model's non-meta parameters and buffers to `device` like `model.to(device)` (parameters keep their
+    identity, so ties and optimizer references survive); meta tensors are made on `device` when they are filled."""
+    for module in model.modules():
+        for param in module._parameters.values():
+            if param is not None and not param.is_meta and param.device != device:
+                param.data = param.data.to(device)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and not buffer.is_meta and buffer.device != device:
+                module._buffers[name] = buffer.to(device)
+
+
 def _start_report(model: nn.Module, graph: ComputationGraph) -> PredictionReport:
     trainable = [p for p in graph.params.values() if p.trainable]
     return PredictionReport(
@@ -196,7 +236,7 @@ def _write(model: nn.Module, graph: ComputationGraph, name: str, value: Tensor |
     if direct:
         value.materialize(out=target.data)
     else:
-        tensor = value.materialize() if isinstance(value, LowRank) else value
+        tensor = value.materialize()[0] if isinstance(value, LowRank) else value
         target.data.copy_(tensor.to(device=target.device, dtype=target.dtype))
     if param.is_meta:
         new = nn.Parameter(target, requires_grad=param.requires_grad)
@@ -210,8 +250,9 @@ def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport,
     predicted = set(report.predicted)
     for info in graph.params.values():
         if info.name in predicted:
-            report.num_predicted_tensors += 1
-            report.num_predicted_params += info.numel
+            if info.trainable:  # the totals count trainable parameters only
+                report.num_predicted_tensors += 1
+                report.num_predicted_params += info.numel
         elif info.trainable:
             report.not_predicted[info.name] = info.reason or "no node owns it"
             param = model.get_parameter(info.name)

@@ -95,6 +95,11 @@ def _param_table(model: nn.Module) -> dict[str, ParamInfo]:
     names: dict[int, list[str]] = {}
     tensors: dict[int, nn.Parameter] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
+        if nn.parameter.is_lazy(param):
+            raise GraphError(
+                f"Parameter {name!r} of model {type(model).__name__!r} is uninitialized (a lazy module), so it has "
+                "no shape yet. Run one forward pass on real inputs before building the graph."
+            )
         names.setdefault(id(param), []).append(name)
         tensors[id(param)] = param
     return {

@@ -80,7 +80,10 @@ def _from_hf(model: nn.Module, device: torch.device) -> Inputs | None:
         kwargs[name] = torch.zeros(1, getattr(config, "num_channels", 3), side, side, device=device)
     else:
         return None
-    if "use_cache" in inspect.signature(model.forward).parameters:
+    accepted = inspect.signature(model.forward).parameters
+    if name == "input_ids" and getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in accepted:
+        kwargs["decoder_input_ids"] = kwargs[name]  # the decoder runs too, so its parameters join the graph
+    if "use_cache" in accepted:
         kwargs["use_cache"] = False  # a KV cache is not part of the computation graph
     return (), kwargs
 

@@ -69,8 +69,8 @@ class OpSpec:
     Attributes:
         name: registry key, also the node's `op` attribute.
         id: the integer a GHN embeds; explicit and stable.
-        kind: 'layer' (owns parameters), 'merge' (joins two or more inputs), 'node' (parameter-free op kept as a
-            node), 'activation' (folded into the node it follows), 'input'/'output'.
+        kind: 'layer' (owns parameters), 'merge' (joins two or more inputs), 'node' (op kept as a node that owns
+            parameters only through its `slots`), 'activation' (folded into the node it follows), 'input'/'output'.
         functions: traced torch functions and Tensor methods that map to this op.
         module_types: module classes traced as one opaque node of this op (their insides are not traced).
         module_name_patterns: regexes on module class names (`re.search`) with the same effect, for classes of
@@ -268,7 +268,9 @@ _simple(
 _simple("other", 106, "merge")  # any other parameter-free call that joins several traced tensors
 
 # Ids 200-299: parameter-free nodes that shape the data flow.
-_simple("attention", 200, "node", _methods("F.scaled_dot_product_attention"))
+# A parameter passed as the mask is a learned additive bias of the attention logits: a (relative) position embedding.
+_ATTENTION_BIAS = ParamSlot("position_embedding", "vector")
+_simple("attention", 200, "node", _methods("F.scaled_dot_product_attention"), slots={3: _ATTENTION_BIAS, "attn_mask": _ATTENTION_BIAS})
 _simple("softmax", 201, "node", _methods("F.softmax", "torch.softmax", "Tensor.softmax", "F.log_softmax", "torch.log_softmax", "Tensor.log_softmax"))
 _simple("max_pool", 202, "node", _methods("F.max_pool1d", "F.max_pool2d", "F.max_pool3d", "torch.max_pool1d", "torch.max_pool2d", "torch.max_pool3d", "F.max_pool2d_with_indices", "F.max_pool1d_with_indices"))
 _simple("avg_pool", 203, "node", _methods("F.avg_pool1d", "F.avg_pool2d", "F.avg_pool3d", "torch.avg_pool1d", "nn.avg_pool2d", "nn.avg_pool3d"))
@@ -292,8 +294,10 @@ _ACTIVATIONS = {
     "mish": ("F.mish", "nn.mish"),
     "softplus": ("F.softplus", "nn.softplus"),
 }
+# nn.ReLU6 runs F.hardtanh(x, 0, 6), which is not ReLU6 in general, so the module class is matched instead.
+_ACTIVATION_MODULES = {"relu6": (nn.ReLU6,)}
 for _offset, (_name, _fns) in enumerate(_ACTIVATIONS.items()):
-    _simple(_name, 300 + _offset, "activation", _methods(*_fns))
+    _simple(_name, 300 + _offset, "activation", _methods(*_fns), module_types=_ACTIVATION_MODULES.get(_name, ()))
 # Activation modules that libraries write as formulas (HF NewGELUActivation, QuickGELU, ...) fold as one op.
 _simple(
     "gelu_approx",

@@ -161,12 +161,10 @@ class Tracer(TorchFunctionMode):
             if isinstance(ref, int) and self.nodes[ref].activation is None:
                 self.nodes[ref].activation = spec.name
             self._bind_all(out, ref)
-        elif spec.kind == "layer":
+        elif spec.kind == "layer" or spec.kind == "node" and params:
             self._layer(func, spec, sources, self._slotted(spec, params, args, kwargs), out)
         elif spec.kind == "merge":
             self._merge_with_param(func, spec, sources, self._slotted(spec, params, args, kwargs), out)
-        elif params:
-            self._unsupported(func, params, sources, out)
         else:
             self._bind_all(out, self._add_node(spec.op, sources, []))
 
@@ -196,17 +194,18 @@ class Tracer(TorchFunctionMode):
             self._bind_all(out, self._add_node(spec.op, sources, []))
             return
         target = OPS.get(spec.with_param) if spec.with_param else None
-        if target is None or len(params) != 1:
+        # Two operands hold one parameter (x + b, x @ W); only a concat may join several (cat(cls, dist, x)).
+        several = target is not None and target.name != "token" and len(params) > 1
+        unslotted = target is not None and target.name == "linear" and params[0][2] is None
+        if target is None or several or unslotted:
             self._unsupported(func, [(key, name) for key, name, _ in params], sources, out)
             return
-        key, name, slot = params[0]
         if target.name == "linear":
-            if slot is None:
-                self._unsupported(func, [(key, name)], sources, out)
-                return
+            owned = [(params[0][1], params[0][2])]
         else:
-            slot = ParamSlot(_role_for(target.name, self.params[name].shape), "vector")
-        self._bind_all(out, self._add_node(target.op, sources, [(name, slot)]))
+            roles = [(name, _role_for(target.name, self.params[name].shape)) for _, name, _ in params]
+            owned = [(name, ParamSlot(role, "vector")) for name, role in roles]
+        self._bind_all(out, self._add_node(target.op, sources, owned))
 
     def _pass_through(self, ref: Ref, args: tuple, out: Any) -> None:
         """Views, casts and scalar arithmetic keep the producer; integer results of float math are not data flow.

@@ -2,10 +2,10 @@
 
 from ghn.nn.checkpoint import load_ghn, save_ghn
 from ghn.nn.config import GHN_PRESETS, DecoderConfig, EncoderConfig, GHNConfig
-from ghn.nn.decoder import DECODERS, BlockDecoder, LowRankDecoder
+from ghn.nn.decoder import DECODERS, BlockDecoder, LowRank, LowRankDecoder
 from ghn.nn.encoder import GraphormerEncoder
 from ghn.nn.ghn import GHN
-from ghn.nn.normalize import normalize_param, param_scales, reference_std
+from ghn.nn.normalize import normalize_params, param_scales, reference_std
 
 __all__ = [
     "DECODERS",
@@ -16,9 +16,10 @@ __all__ = [
     "EncoderConfig",
     "GHNConfig",
     "GraphormerEncoder",
+    "LowRank",
     "LowRankDecoder",
     "load_ghn",
-    "normalize_param",
+    "normalize_params",
     "param_scales",
     "reference_std",
     "save_ghn",

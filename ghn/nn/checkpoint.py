@@ -75,10 +75,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         config_file = path / CONFIG_NAME
         if not config_file.is_file():
             raise CheckpointError(f"No {CONFIG_NAME!r} in {str(path)!r}. Save GHNs with GHN.save_pretrained(dir).")
-        try:
-            return json.loads(config_file.read_text())
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{str(config_file)!r} is not valid JSON ({err}).") from err
+        return _parse_header(config_file.read_bytes(), repr(str(config_file)))
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -89,8 +86,21 @@ def read_header(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"Cannot read {str(path)!r} as safetensors ({err}).") from err
         if text is None:
             raise CheckpointError(f"{str(path)!r} has no GHN header. Save GHNs with GHN.save_pretrained(dir).")
-        return json.loads(text)
+        return _parse_header(text, f"The GHN header of {str(path)!r}")
     raise CheckpointError(f"Cannot load a GHN from {str(path)!r}: expected a directory or a '.safetensors' file.")
+
+
+def _parse_header(text: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        header = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{where} is not valid JSON ({err}). Re-save the GHN with GHN.save_pretrained.") from err
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{where} holds a JSON {type(header).__name__!r}, not a {{format_version, config, metadata}} object. "
+            "Re-save the GHN with GHN.save_pretrained."
+        )
+    return header
 
 
 def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:
@@ -124,12 +134,27 @@ def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> G
             "it cannot predict usable parameters. Use an earlier checkpoint."
         )
     ghn = GHN(config)
-    result = ghn.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"Weights in {str(path)!r} do not match its config: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}."
-        )
+    _check_weights(weights, ghn.state_dict(), path)
+    ghn.load_state_dict(weights)
     ghn.metadata = header.get("metadata", {})
     logger.info("Loaded GHN from %s", path)
     return ghn.to(map_location).eval()
+
+
+def _check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise unless `weights` has exactly the names and shapes of the state dict the config builds."""
+    missing = sorted(expected.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"Weights in {str(path)!r} do not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}."
+        )
+    wrong = [name for name, tensor in expected.items() if weights[name].shape != tensor.shape]
+    if wrong:
+        name = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(
+            f"Weights in {str(path)!r} do not match its config: {name!r} has shape {tuple(weights[name].shape)} but "
+            f"the config makes {tuple(expected[name].shape)}{more}. Save config and weights together with "
+            "GHN.save_pretrained."
+        )

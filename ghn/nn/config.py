@@ -15,7 +15,7 @@ __all__ = ["EncoderConfig", "DecoderConfig", "GHNConfig", "GHN_PRESETS"]
 def _positive(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        if not isinstance(value, int) or value <= 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}.")
 
 
@@ -44,6 +44,8 @@ class EncoderConfig:
             raise ConfigError(
                 f"EncoderConfig.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})."
             )
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
+            raise ConfigError(f"EncoderConfig.mlp_ratio must be a positive number, got {self.mlp_ratio!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"EncoderConfig.dropout must be in [0, 1), got {self.dropout!r}.")
 
@@ -58,7 +60,8 @@ class DecoderConfig:
     rank: int = 32
     """Rank r of the low-rank factors."""
     num_index_features: int = 64
-    """Fourier features that encode a row/column index (low_rank)."""
+    """Fourier features that encode a row/column index (low_rank); a multiple of 8, since a quarter of them are
+    sin/cos pairs (see `ghn.nn.features.IndexEncoding`)."""
     block_channels: int = 32
     """Block decoder: the block is (block_channels, block_channels, block_kernel, block_kernel)."""
     block_kernel: int = 3
@@ -68,8 +71,10 @@ class DecoderConfig:
         if self.kind not in ("low_rank", "block"):
             raise ConfigError(f"DecoderConfig.kind must be 'low_rank' or 'block', got {self.kind!r}.")
         _positive(self, "rank", "num_index_features", "block_channels", "block_kernel")
-        if self.num_index_features % 4:
-            raise ConfigError(f"DecoderConfig.num_index_features must be a multiple of 4, got {self.num_index_features}.")
+        if self.num_index_features % 8:
+            raise ConfigError(
+                f"DecoderConfig.num_index_features must be a multiple of 8, got {self.num_index_features}."
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,12 +40,12 @@ def logical_view(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 @dataclass
 class LowRank:
-    """A tensor kept as factors: `scale * rows @ cols.T + shift`, viewed as `shape`.
+    """T tensors of one shape kept as factors: `scale * rows @ cols.T + shift`, each viewed as `shape`.
 
-    Moments come from the factors in O((m + n) R^2), so normalization never touches the full tensor, and the
-    tensor is made by one matrix product, optionally straight into a parameter's storage (`out=`).
+    Moments come from the factors in O((m + n) R^2), so normalization never touches the full tensors, and a tensor
+    is made by one matrix product, optionally straight into a parameter's storage (`out=`).
 
-    Shapes: rows (m, R), cols (n, R), m * n == prod(shape)
+    Shapes: rows (T, m, R), cols (T, n, R), scale and shift (T,) or scalars; m * n == prod(shape)
     """
 
     rows: Tensor
@@ -54,37 +54,54 @@ class LowRank:
     scale: Tensor | float = 1.0
     shift: Tensor | float = 0.0
 
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def __getitem__(self, index: int) -> LowRank:
+        """The `index`-th tensor of the group, still factored."""
+        pick = lambda v: v[index : index + 1] if isinstance(v, Tensor) and v.dim() > 0 else v  # noqa: E731
+        return LowRank(pick(self.rows), pick(self.cols), self.shape, pick(self.scale), pick(self.shift))
+
     def moments(self) -> tuple[Tensor, Tensor]:
-        """Mean and variance of the entries of rows @ cols.T (before scale and shift)."""
-        count = self.rows.shape[0] * self.cols.shape[0]
-        mean = self.rows.sum(0) @ self.cols.sum(0) / count
-        second = ((self.rows.t() @ self.rows) * (self.cols.t() @ self.cols)).sum() / count
-        return mean, (second - mean * mean).clamp_min(0.0)
+        """(T,) mean and variance of the entries of each rows @ cols.T (before scale and shift)."""
+        count = self.rows.shape[1] * self.cols.shape[1]
+        mean = (self.rows.sum(1) * self.cols.sum(1)).sum(-1) / count
+        gram = (self.rows.transpose(1, 2) @ self.rows) * (self.cols.transpose(1, 2) @ self.cols)
+        return mean, (gram.sum((1, 2)) / count - mean * mean).clamp_min(0.0)
 
     def materialize(self, out: Tensor | None = None) -> Tensor:
-        """The tensor, made by one matrix product; the shift rides along as one more rank, so writing into `out`
-        is the only pass over the full tensor."""
-        rows, cols = self.rows * self.scale, self.cols
+        """(T, *shape), or one tensor of `shape` written into `out` when T == 1. The shift rides along as one
+        more rank, so the product is the only pass over the full tensor."""
+        T = len(self)
+        scale = torch.as_tensor(self.scale, dtype=self.rows.dtype, device=self.rows.device).reshape(-1, 1, 1)
+        rows, cols = self.rows * scale, self.cols
         if not (isinstance(self.shift, float) and self.shift == 0.0):
-            shift = torch.as_tensor(self.shift, dtype=rows.dtype, device=rows.device).expand(rows.shape[0], 1)
-            rows = torch.cat([rows, shift], dim=1)
-            cols = torch.cat([cols, cols.new_ones(cols.shape[0], 1)], dim=1)
+            shift = torch.as_tensor(self.shift, dtype=rows.dtype, device=rows.device).reshape(-1, 1, 1)
+            rows = torch.cat([rows, shift.expand(T, rows.shape[1], 1)], dim=2)
+            cols = torch.cat([cols, cols.new_ones(T, cols.shape[1], 1)], dim=2)
         if out is not None:
-            return torch.mm(rows, cols.t(), out=out.view(rows.shape[0], -1)).view(self.shape)
-        return torch.mm(rows, cols.t()).view(self.shape)
+            if T != 1:
+                raise ValueError(f"materialize(out=...) writes one tensor, but this group holds {T}.")
+            if out.is_contiguous() and out.dtype == rows.dtype and out.device == rows.device:
+                torch.mm(rows[0], cols[0].t(), out=out.view(rows.shape[1], -1))
+                return out
+            # channels_last, another dtype or device: the product cannot be written straight into that storage
+            return out.copy_(torch.mm(rows[0], cols[0].t()).view(self.shape))
+        return torch.bmm(rows, cols.transpose(1, 2)).view(T, *self.shape)
 
 
 class LowRankDecoder(nn.Module):
-    """Parameter embedding -> tensor of any shape as a product of per-index low-rank factors.
+    """Parameter embeddings -> tensors of any shape as products of per-index low-rank factors.
 
     The first stored dimension indexes rows and the rest (with kernel positions) columns, so the product is the
     tensor in its storage layout with no copy. Each factor row is an index encoding times an (F, R) map generated
     from the embedding: one map for the output side and one for the input side, so channel i of one layer's
     output and of the next layer's input share a code. 1-D tensors use a rank-one readout plus an offset.
+    A group of T tensors of one shape is decoded at once.
 
     Shapes:
-        embedding: (D,); shape: the stored shape; `transposed` when it is stored (in, out, ...) like HF Conv1D
-        output: `LowRank` for 2+ dims, else a tensor of `shape`
+        embeddings: (T, D); shape: the stored shape; `transposed` when stored (in, out, ...) like HF Conv1D
+        output: `LowRank` of T tensors for 2+ dims, else a (T, *shape) tensor
     """
 
     def __init__(self, hidden_dim: int, config: DecoderConfig) -> None:
@@ -97,18 +114,20 @@ class LowRankDecoder(nn.Module):
         self.to_vector = nn.Linear(hidden_dim, self.index_dim + 1)
 
     def forward(
-        self, embedding: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None
+        self, embeddings: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None
     ) -> LowRank | Tensor:
+        T = embeddings.shape[0]
         if len(shape) <= 1:
-            readout = self.to_vector(embedding)  # (F + 1,)
+            readout = self.to_vector(embeddings)  # (T, F + 1)
             n = shape[0] if shape else 1
-            return (self._index(n, (), cache) @ readout[:-1] + readout[-1]).reshape(shape)
+            values = readout[:, :-1] @ self._index(n, (), cache).t() + readout[:, -1:]  # (T, n)
+            return values.reshape(T, *shape)
         first, second, kernel = shape[0], shape[1], tuple(shape[2:])
-        out_map = self.to_out(embedding).view(self.index_dim, self.rank)
-        in_map = self.to_in(embedding).view(self.index_dim, self.rank)
-        row_map, col_map = (in_map, out_map) if transposed else (out_map, in_map)
-        rows = self._index(first, (), cache) @ row_map  # (first, R)
-        cols = self._index(second, kernel, cache) @ col_map / math.sqrt(self.rank)  # (second * prod(kernel), R)
+        out_maps = self.to_out(embeddings).view(T, self.index_dim, self.rank)
+        in_maps = self.to_in(embeddings).view(T, self.index_dim, self.rank)
+        row_maps, col_maps = (in_maps, out_maps) if transposed else (out_maps, in_maps)
+        rows = self._index(first, (), cache) @ row_maps  # (T, first, R)
+        cols = self._index(second, kernel, cache) @ col_maps / math.sqrt(self.rank)  # (T, second * prod(kernel), R)
         return LowRank(rows, cols, tuple(shape))
 
     def _index(self, n: int, kernel: tuple[int, ...], cache: dict | None) -> Tensor:
@@ -125,12 +144,11 @@ class LowRankDecoder(nn.Module):
 
 
 class BlockDecoder(nn.Module):
-    """Parameter embedding -> one (C, C, s, s) block, tiled over channels and cropped or tiled over the kernel.
-
-    Wide tensors are exact copies of the block (the limitation LoGAH removes); kept for comparisons.
+    """Parameter embeddings -> one (C, C, s, s) block each, tiled over channels and cropped or tiled over the
+    kernel (GHN-2/3). Wide tensors are exact copies of the block, the limitation LoGAH removes; kept to compare.
 
     Shapes:
-        embedding: (D,); shape: any tuple -> tensor of exactly that shape
+        embeddings: (T, D); shape: the stored shape -> (T, *shape)
     """
 
     def __init__(self, hidden_dim: int, config: DecoderConfig) -> None:
@@ -144,30 +162,33 @@ class BlockDecoder(nn.Module):
         self.to_vector = nn.Linear(hidden_dim, self.channels)
 
     def forward(
-        self, embedding: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None
+        self, embeddings: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None
     ) -> Tensor:
-        if transposed:  # generate the logical (out, in, ...) tensor, then view it in storage order
+        T = embeddings.shape[0]
+        if transposed:  # generate the logical (out, in, ...) tensors, then view them in storage order
             logical = (shape[1], shape[0], *shape[2:])
-            return self.forward(embedding, logical, False, cache).transpose(0, 1)
+            return self.forward(embeddings, logical, False, cache).transpose(1, 2)
         out, inp, k1, k2 = logical_view(tuple(shape))
         if len(shape) <= 1:
-            return _tile(self.to_vector(embedding), out).reshape(shape)
+            return _tile(self.to_vector(embeddings), out).reshape(T, *shape)
         C, s = self.channels, self.kernel
-        block = self.to_block(embedding).view(C, C, s, s)
-        block = block[:, :, s // 2, s // 2, None, None] if k1 == k2 == 1 else block
+        block = self.to_block(embeddings).view(T, C, C, s, s)
+        block = block[:, :, :, s // 2, s // 2, None, None] if k1 == k2 == 1 else block
         rows = _tile(torch.arange(C, device=block.device), out)
         cols = _tile(torch.arange(C, device=block.device), inp)
-        kr = _kernel_index(block.shape[2], k1, block.device)
-        kc = _kernel_index(block.shape[3], k2, block.device)
-        weight = block[rows][:, cols][:, :, kr][:, :, :, kc]  # (out, in, k1, k2)
-        return weight.reshape(shape)
+        kr = _kernel_index(block.shape[3], k1, block.device)
+        kc = _kernel_index(block.shape[4], k2, block.device)
+        weight = block[:, rows][:, :, cols][:, :, :, kr][:, :, :, :, kc]  # (T, out, in, k1, k2)
+        return weight.reshape(T, *shape)
 
     def extra_repr(self) -> str:
         return f"block=({self.channels}, {self.channels}, {self.kernel}, {self.kernel})"
 
 
 def _tile(values: Tensor, n: int) -> Tensor:
-    return values.repeat(math.ceil(n / values.shape[0]))[:n]
+    """Repeat along the last dimension to length n."""
+    reps = math.ceil(n / values.shape[-1])
+    return values.repeat(*([1] * (values.dim() - 1)), reps)[..., :n]
 
 
 def _kernel_index(size: int, k: int, device: torch.device) -> Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import to_dense_batch
 
 from ghn.nn.config import EncoderConfig
 
@@ -85,6 +84,8 @@ class GraphormerEncoder(nn.Module):
         return bias.masked_fill(~mask[:, None, None, :], float("-inf"))
 
     def forward(self, x: Tensor, data) -> Tensor:
+        from torch_geometric.utils import to_dense_batch  # PyG imports slowly; keep `import ghn` fast
+
         batch = data.batch if getattr(data, "batch", None) is not None else x.new_zeros(x.size(0), dtype=torch.long)
         dense, mask = to_dense_batch(x, batch)  # (G, M, D), (G, M)
         bias = self.attention_bias(data, batch, dense.size(0), dense.size(1), mask)

@@ -82,10 +82,13 @@ class IndexEncoding(nn.Module):
     def __init__(self, num_features: int, out_dim: int, seed: int = 0) -> None:
         super().__init__()
         self.num_features = num_features
+        # Drawn on the CPU (a CPU generator cannot fill tensors on another device), so the codes are the same
+        # whatever device the GHN is built on, then moved to the default device (`with torch.device(...)`).
         generator = torch.Generator().manual_seed(seed)
         absolute = num_features // 2
-        self.register_buffer("omega", torch.rand(absolute, generator=generator) * math.pi, persistent=False)
-        self.register_buffer("phase", torch.rand(absolute, generator=generator) * 2 * math.pi, persistent=False)
+        codes = torch.rand(2, absolute, generator=generator, device="cpu").to(torch.get_default_device())
+        self.register_buffer("omega", codes[0] * math.pi, persistent=False)
+        self.register_buffer("phase", codes[1] * 2 * math.pi, persistent=False)
         self.mlp = nn.Sequential(nn.Linear(num_features, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     def raw(self, n: int, kernel: tuple[int, ...] = ()) -> Tensor:

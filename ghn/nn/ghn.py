@@ -10,20 +10,18 @@ Shape letters: N nodes, D hidden.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Batch
 
 from ghn.graph import ROLES, ComputationGraph
 from ghn.nn.config import GHN_PRESETS, GHNConfig
 from ghn.nn.decoder import DECODERS, LowRank
 from ghn.nn.encoder import GraphormerEncoder
 from ghn.nn.features import NodeEmbedding
-from ghn.nn.normalize import normalize_param, param_scales
+from ghn.nn.normalize import normalize_params, param_scales
 
 __all__ = ["GHN"]
 
@@ -54,8 +52,14 @@ class GHN(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GHN:
         """A randomly initialized GHN of a named size ('logah-tiny', 'logah-small', 'logah-base', 'logah-large',
-        'ghn3-tiny'); `overrides` replace top-level config fields."""
-        return cls(replace(GHN_PRESETS.get(name), **overrides))
+        'ghn3-tiny'); `overrides` replace top-level config fields (a nested config or a dict of its fields).
+
+        Raises:
+            UnknownNameError: `name` is not a preset.
+            ConfigError: an override is not a field (the message suggests the closest) or has a bad value.
+        """
+        config = GHN_PRESETS.get(name)
+        return cls(GHNConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> GHN:
@@ -80,45 +84,68 @@ class GHN(nn.Module):
     # -- prediction -----------------------------------------------------------------------------------------------
     def encode(self, graphs: Sequence[ComputationGraph]) -> list[Tensor]:
         """Contextual node embeddings, one (N, D) tensor per graph, from one batched encoder pass."""
+        from torch_geometric.data import Batch  # PyG imports slowly; keep `import ghn` fast
+
         batch = Batch.from_data_list([g.to_pyg() for g in graphs]).to(self.device)
         nodes = self.encoder(self.embed(batch), batch)
         return list(nodes.split(batch.ptr.diff().tolist()))
+
+    def predict_groups(
+        self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
+    ) -> Iterator[tuple[list[tuple[int, str]], Tensor | LowRank]]:
+        """Yield ([(graph index, parameter name)] * T, prediction of T tensors), one group per distinct stored
+        shape and layout across all `graphs`: every tensor of a group is decoded by the same few batched ops."""
+        embeddings = self.encode(graphs) if embeddings is None else embeddings
+        members, infos, scales, node_vectors, roles, slots = [], [], [], [], [], []
+        for index, (graph, nodes) in enumerate(zip(graphs, embeddings)):
+            graph_scales = param_scales(graph)
+            for node_index, node in enumerate(graph.nodes):
+                for slot, name in enumerate(node.params):
+                    info = graph.params[name]
+                    members.append((index, name))
+                    infos.append(info)
+                    scales.append(graph_scales[name])
+                    node_vectors.append(nodes[node_index])
+                    roles.append(ROLES.index(info.role))
+                    slots.append(min(slot, _MAX_SLOTS - 1))
+        if not members:
+            return
+        device = self.device
+        param_embeddings = self.param_mlp(
+            torch.stack(node_vectors)
+            + self.role(torch.tensor(roles, device=device))
+            + self.slot(torch.tensor(slots, device=device))
+        )  # (J, D)
+        groups: dict[tuple, list[int]] = {}
+        for j, info in enumerate(infos):
+            transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...): HF Conv1D
+            groups.setdefault((tuple(info.shape), transposed), []).append(j)
+        cache: dict = {}
+        for (shape, transposed), js in groups.items():
+            index = torch.tensor(js, device=device)
+            raw = self.decoder(param_embeddings[index], shape, transposed, cache)
+            if self.config.normalize:
+                raw = normalize_params(raw, [infos[j] for j in js], [scales[j] for j in js])
+            yield [members[j] for j in js], raw
 
     def iter_predictions(
         self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
     ) -> Iterator[tuple[int, str, Tensor | LowRank]]:
         """Yield (graph index, parameter name, prediction) one owned parameter at a time; a prediction is a tensor
-        or a `LowRank` that `materialize(out=...)` writes straight into the parameter's storage."""
-        embeddings = self.encode(graphs) if embeddings is None else embeddings
-        for index, (graph, nodes) in enumerate(zip(graphs, embeddings)):
-            scales = param_scales(graph)
-            cache: dict = {}
-            for node_index, node in enumerate(graph.nodes):
-                for slot, name in enumerate(node.params):
-                    info = graph.params[name]
-                    yield index, name, self._predict(nodes[node_index], info, slot, scales[name], cache)
-
-    def iter_params(
-        self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
-    ) -> Iterator[tuple[int, str, Tensor]]:
-        """Like `iter_predictions`, with every prediction made into a tensor of the parameter's shape."""
-        for index, name, prediction in self.iter_predictions(graphs, embeddings):
-            yield index, name, prediction.materialize() if isinstance(prediction, LowRank) else prediction
+        or a `LowRank` that `materialize(out=...)` writes straight into the parameter's storage, so a caller can
+        place each tensor before the next is made."""
+        for members, group in self.predict_groups(graphs, embeddings):
+            for t, (index, name) in enumerate(members):
+                yield index, name, group[t] if isinstance(group, LowRank) else group[t]
 
     def forward(self, graphs: Sequence[ComputationGraph]) -> list[dict[str, Tensor]]:
-        """Every owned parameter of every graph: a list (one per graph) of {name: tensor}."""
+        """Every owned parameter of every graph: a list (one per graph) of {name: tensor}, differentiable."""
         out: list[dict[str, Tensor]] = [{} for _ in graphs]
-        for index, name, tensor in self.iter_params(graphs):
-            out[index][name] = tensor
+        for members, group in self.predict_groups(graphs):
+            tensors = group.materialize() if isinstance(group, LowRank) else group  # (T, *shape)
+            for (index, name), tensor in zip(members, tensors.unbind(0)):
+                out[index][name] = tensor
         return out
-
-    def _predict(self, node: Tensor, info, slot: int, scale, cache: dict) -> Tensor | LowRank:
-        role = torch.tensor(ROLES.index(info.role), device=node.device)
-        slot_id = torch.tensor(min(slot, _MAX_SLOTS - 1), device=node.device)
-        embedding = self.param_mlp(node + self.role(role) + self.slot(slot_id))  # (D,)
-        transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...), like HF Conv1D
-        raw = self.decoder(embedding, info.shape, transposed, cache)
-        return normalize_param(raw, info, scale) if self.config.normalize else raw
 
     def extra_repr(self) -> str:
         encoder = self.config.encoder

@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from ghn.graph import ComputationGraph, ParamInfo
 from ghn.nn.decoder import LowRank
 
-__all__ = ["ParamScale", "param_scales", "normalize_param", "reference_std", "EMBEDDING_STD"]
+__all__ = ["ParamScale", "param_scales", "normalize_params", "reference_std", "EMBEDDING_STD"]
 
 EMBEDDING_STD = 0.02
 _GAINS = {
@@ -89,26 +90,52 @@ def reference_std(info: ParamInfo, scale: ParamScale) -> float | None:
     return None
 
 
-def normalize_param(raw: Tensor | LowRank, info: ParamInfo, scale: ParamScale) -> Tensor | LowRank:
-    """Map the decoder's raw output for `info` to the scale its role asks for (see the table above).
+def normalize_params(raw: Tensor | LowRank, infos: list[ParamInfo], scales: list[ParamScale]) -> Tensor | LowRank:
+    """Map the decoder's raw output for a group of same-shape parameters to the scale each role asks for (see the
+    table above).
 
-    Low-rank outputs stay factored: their mean and variance come from the factors, and the standardization is
+    Low-rank outputs stay factored: their means and variances come from the factors, and the standardization is
     folded into the factors' scale and shift.
+
+    Shapes: raw (T, *shape) or a `LowRank` of T tensors; infos and scales have length T.
     """
-    std = reference_std(info, scale)
+    stds = [reference_std(info, scale) for info, scale in zip(infos, scales)]
+    device = raw.rows.device if isinstance(raw, LowRank) else raw.device
     if isinstance(raw, LowRank):
-        if std is None:  # 2+ dim tensors always have a reference std; keep the raw product otherwise
-            return raw
-        mean, var = raw.moments()
-        gain = std / var.add(1e-12).sqrt()
-        return LowRank(raw.rows, raw.cols, raw.shape, scale=gain, shift=-mean * gain)
-    if std is not None:
-        if raw.numel() < 2:
-            return raw.tanh() * std
-        centered = raw - raw.mean()
-        return centered * (std / centered.pow(2).mean().add(1e-12).sqrt())
-    if info.role == "norm_scale":
-        return 1.0 + raw.tanh()
-    if info.role == "norm_shift":
-        return 0.5 * raw.tanh()
-    return raw.tanh() / math.sqrt(max(scale.layer_fan_in, 1))
+        if all(std is not None for std in stds):  # standardization folds into the factors
+            target = torch.tensor(stds, dtype=raw.rows.dtype, device=device)
+            mean, var = raw.moments()
+            gain = target / var.add(1e-12).sqrt()
+            return LowRank(raw.rows, raw.cols, raw.shape, scale=gain, shift=-mean * gain)
+        # A 2+ dim bias or norm parameter (`x + p` with p of shape (1, D)) is bounded elementwise, which no
+        # factor scale can express: such groups are small, so make the tensors and apply the rules below.
+        raw = raw.materialize()
+    flat = raw.reshape(raw.shape[0], -1)  # (T, numel)
+    out = torch.empty_like(flat)
+    for kind, members in _by_rule(infos, stds).items():
+        index = torch.tensor(members, device=device)
+        values = flat[index]
+        if kind == "std":
+            target = torch.tensor([stds[i] for i in members], dtype=flat.dtype, device=device)[:, None]
+            if values.shape[1] < 2:
+                values = values.tanh() * target
+            else:
+                centered = values - values.mean(1, keepdim=True)
+                values = centered * (target / centered.pow(2).mean(1, keepdim=True).add(1e-12).sqrt())
+        elif kind == "norm_scale":
+            values = 1.0 + values.tanh()
+        elif kind == "norm_shift":
+            values = 0.5 * values.tanh()
+        else:  # bias-like: bounded by the layer's fan-in
+            bound = torch.tensor([scales[i].layer_fan_in for i in members], dtype=flat.dtype, device=device)
+            values = values.tanh() / bound.clamp_min(1).sqrt()[:, None]
+        out = out.index_copy(0, index, values)
+    return out.view_as(raw)
+
+
+def _by_rule(infos: list[ParamInfo], stds: list[float | None]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, (info, std) in enumerate(zip(infos, stds)):
+        kind = "std" if std is not None else info.role if info.role in ("norm_scale", "norm_shift") else "bias"
+        groups.setdefault(kind, []).append(i)
+    return groups

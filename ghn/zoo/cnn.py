@@ -8,7 +8,7 @@ are the outputs of the two previous cells, 2, 3, ... its intermediate nodes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -22,6 +22,7 @@ from ghn.zoo.family import FAMILIES, FamilySpec
 
 __all__ = [
     "CELL_OPS",
+    "DARTS_V2",
     "CellConfig",
     "CNNConfig",
     "Cell",
@@ -395,6 +396,17 @@ def sample_cnn_config(generator: torch.Generator) -> CNNConfig:
     )
 
 
+def sample_tiny_cnn_config(generator: torch.Generator) -> CNNConfig:
+    """Like `sample_cnn_config` at CPU size for small images: 3-6 cells of width 8-16 (tens of thousands of
+    parameters), for GHN training on digits-sized data."""
+    config = sample_cnn_config(generator)
+    return replace(
+        config,
+        num_cells=_random.randint(generator, 3, 6),
+        init_channels=_random.randint(generator, 8, 16),
+    )
+
+
 def _presets() -> dict[str, CNNConfig]:
     return {
         "darts": CNNConfig(),
@@ -411,6 +423,7 @@ FAMILIES.register(
         config_cls=CNNConfig,
         build=build_cnn,
         sample=sample_cnn_config,
+        variants={"tiny": sample_tiny_cnn_config},
         presets=_presets(),
         task="image",
     ),

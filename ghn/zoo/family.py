@@ -53,6 +53,8 @@ class FamilySpec:
         sample: Draws a random config of the family's architecture space from the given generator only.
         presets: Named configs ('resnet50'); preset names are unique across all families.
         task: 'image' for classifiers of (B, C, H, W) images, 'text' for language models over (B, T) token ids.
+        variants: other named samplers of the family's space ('tiny' for CPU-sized nets, 'wide' for wider ranges);
+            `sampler(name)` returns one, with 'default' meaning `sample`.
     """
 
     name: str
@@ -61,6 +63,7 @@ class FamilySpec:
     sample: Callable[[torch.Generator], Any]
     presets: Mapping[str, Any] = field(default_factory=dict)
     task: Task = "image"
+    variants: Mapping[str, Callable[[torch.Generator], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config_cls):
@@ -74,6 +77,16 @@ class FamilySpec:
                     f"it must be a {self.config_cls.__name__!r}."
                 )
         object.__setattr__(self, "presets", MappingProxyType(dict(self.presets)))
+        object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
+
+    def sampler(self, variant: str = "default") -> Callable[[torch.Generator], Any]:
+        """The family's sampler called `variant` ('default' is `sample`)."""
+        if variant == "default":
+            return self.sample
+        if variant not in self.variants:
+            known = ", ".join(["default", *sorted(self.variants)])
+            raise UnknownNameError(f"Family {self.name!r} has no sampler variant {variant!r}. Known: {known}.")
+        return self.variants[variant]
 
     def default_config(self) -> Any:
         """The family's default config, `config_cls()`."""

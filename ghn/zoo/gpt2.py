@@ -252,6 +252,18 @@ def sample_gpt2_config(generator: torch.Generator) -> GPT2Config:
     return GPT2Config(vocab_size=256, n_positions=128, n_embd=n_head * head_dim, n_layer=n_layer, n_head=n_head)
 
 
+def sample_tiny_gpt2_config(generator: torch.Generator) -> GPT2Config:
+    """A CPU-sized byte-level GPT-2: 2-4 layers, 2-4 heads of width 8-24."""
+    n_head = _random.randint(generator, 2, 4)
+    return GPT2Config(
+        vocab_size=256,
+        n_positions=128,
+        n_embd=n_head * 8 * _random.randint(generator, 1, 3),
+        n_layer=_random.randint(generator, 2, 4),
+        n_head=n_head,
+    )
+
+
 def _presets() -> dict[str, GPT2Config]:
     return {
         "gpt2": GPT2Config(),
@@ -268,6 +280,7 @@ FAMILIES.register(
         config_cls=GPT2Config,
         build=build_gpt2,
         sample=sample_gpt2_config,
+        variants={"tiny": sample_tiny_gpt2_config},
         presets=_presets(),
         task="text",
     ),

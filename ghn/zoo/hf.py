@@ -62,14 +62,21 @@ def build_hf(name: str, overrides: Mapping[str, Any] | None = None) -> nn.Module
     # HF keeps some constructor arguments under a private name ('attn_implementation' as '_attn_implementation').
     unknown = sorted(key for key in overrides if not (hasattr(defaults, key) or hasattr(defaults, f"_{key}")))
     if unknown:
-        hints = [f"{key!r}" + "".join(f" (did you mean {m!r}?)" for m in close_matches(key, dir(defaults), 1))
-                 for key in unknown]  # fmt: skip
         raise ConfigError(
-            f"Unknown override(s) {', '.join(hints)} for {spec.config_class!r} of 'hf:{name}'. "
-            "Pass attributes of that config class."
+            f"Unknown override(s) {_with_suggestions(unknown, dir(defaults))} for {spec.config_class!r} of "
+            f"'hf:{name}'. Pass attributes of that config class."
         )
     config = config_cls(**{**spec.config, **overrides})
     return getattr(transformers, spec.model_class)(config)
+
+
+def _with_suggestions(keys: list[str], known: list[str]) -> str:
+    """"'a' (did you mean 'b'?), 'c'" for the `keys`, each with its closest name in `known`."""
+    parts = []
+    for key in keys:
+        close = close_matches(key, known, 1)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ", ".join(parts)
 
 
 def _register(name: str, model_class: str, config_class: str, task: Task, **config: Any) -> None:

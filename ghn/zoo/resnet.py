@@ -232,6 +232,15 @@ def sample_resnet_config(generator: torch.Generator) -> ResNetConfig:
     )
 
 
+def sample_tiny_resnet_config(generator: torch.Generator) -> ResNetConfig:
+    """A CPU-sized ResNet for small images: basic or bottleneck blocks, 2-3 stages of 1-2 blocks, base width 8-24."""
+    block = _random.choice(generator, ("basic", "bottleneck"))
+    num_stages = _random.randint(generator, 2, 3)
+    layers = tuple(_random.randint(generator, 1, 2) for _ in range(num_stages))
+    base_width = 8 * _random.randint(generator, 1, 3)
+    return ResNetConfig(block=block, layers=layers, base_width=base_width, stem="cifar", num_classes=10, image_size=32)
+
+
 def _presets() -> dict[str, ResNetConfig]:
     imagenet = {
         "resnet18": ResNetConfig(block="basic", layers=(2, 2, 2, 2)),
@@ -252,6 +261,7 @@ FAMILIES.register(
         config_cls=ResNetConfig,
         build=build_resnet,
         sample=sample_resnet_config,
+        variants={"tiny": sample_tiny_resnet_config},
         presets=_presets(),
         task="image",
     ),

@@ -233,6 +233,34 @@ def sample_vit_config(generator: torch.Generator) -> ViTConfig:
     )
 
 
+def sample_tiny_vit_config(generator: torch.Generator) -> ViTConfig:
+    """A CPU-sized ViT for small images: depth 2-4, 2-4 heads of width 8-16, patch 2 or 4."""
+    num_heads = _random.randint(generator, 2, 4)
+    return ViTConfig(
+        image_size=32,
+        patch_size=_random.choice(generator, (2, 4)),
+        num_classes=10,
+        depth=_random.randint(generator, 2, 4),
+        embed_dim=num_heads * 4 * _random.randint(generator, 2, 4),
+        num_heads=num_heads,
+        mlp_ratio=_random.choice(generator, (2.0, 4.0)),
+    )
+
+
+def sample_wide_vit_config(generator: torch.Generator) -> ViTConfig:
+    """A wider range than ViTs-1K: depth 3-12, width 128-768 (heads 3-12 of 32-64 each), patch 2 or 4."""
+    num_heads = _random.randint(generator, 3, 12)
+    head_dim = _random.randint(generator, max(1, -(-128 // num_heads)), 64)
+    return ViTConfig(
+        image_size=32,
+        patch_size=_random.choice(generator, (2, 4)),
+        num_classes=10,
+        depth=_random.randint(generator, 3, 12),
+        embed_dim=num_heads * head_dim,
+        num_heads=num_heads,
+    )
+
+
 _SIZES = {"tiny": (12, 192, 3), "s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16)}
 
 
@@ -255,6 +283,7 @@ FAMILIES.register(
         config_cls=ViTConfig,
         build=build_vit,
         sample=sample_vit_config,
+        variants={"tiny": sample_tiny_vit_config, "wide": sample_wide_vit_config},
         presets=_presets(),
         task="image",
     ),

@@ -1,0 +1,170 @@
+"""`GHNDataModule`: pairs meta-batches of architectures with batches of task data, for image and text tasks.
+
+Architectures are adapted to the task's shapes (channels, image size, classes, vocabulary, context), so no trainer
+hard-codes them. Held-out architectures come from a separate seed and are excluded from training by hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader
+
+from ghn._logging import get_logger
+from ghn.data import TASKS, TaskData, load_task
+from ghn.data.architectures import ArchitectureDataset, SampledArchitectures, collate_architectures
+from ghn.errors import ConfigError
+from ghn.zoo import lookup_config
+from ghn.zoo.space import SPACES, ArchitectureSampler, adapt_config
+
+__all__ = ["GHNDataModule"]
+
+logger = get_logger(__name__)
+
+_HELDOUT_SEED_OFFSET = 1_000_003
+
+
+def _archs_batch(items: list) -> dict[str, list]:
+    return {"archs": collate_architectures(items)}
+
+
+class GHNDataModule(L.LightningDataModule):
+    """Training batches are {'archs': [Architecture] * m, 'data': (x, y)}; validation batches hold held-out archs.
+
+    Args:
+        task: task data name (see `ghn.data.list_tasks()`): digits, cifar10, cifar100, imagefolder, pydoc, textfile.
+        task_options: keyword options of the task loader (e.g. {'root': 'data'} for cifar10, {'context': 64}).
+        space: architecture space (see `ghn.zoo.space.SPACES`): mixed, cnns, resnets, vits, gpts.
+        num_train_archs: size of the fixed set of distinct training architectures; None samples without end.
+        num_heldout_archs: held-out architectures (never trained on) for validation and the final table.
+        heldout_presets: named zoo presets (e.g. 'resnet18-cifar') also held out, adapted to the task's shapes.
+        meta_batch_size: architectures per training step (m).
+        batch_size: data samples per training step, shared by the m architectures.
+        eval_batch_size: data samples per evaluation batch.
+        num_workers: DataLoader workers for the data batches.
+        seed: seed of architecture sampling (held-out architectures use a derived seed).
+        progress: show progress bars while graphs are built.
+    """
+
+    def __init__(
+        self,
+        task: str = "digits",
+        task_options: dict[str, Any] | None = None,
+        space: str = "mixed-tiny",
+        num_train_archs: int | None = 300,
+        num_heldout_archs: int = 20,
+        heldout_presets: tuple[str, ...] = (),
+        meta_batch_size: int = 4,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("meta_batch_size", meta_batch_size), ("batch_size", batch_size),
+                            ("eval_batch_size", eval_batch_size), ("num_heldout_archs", num_heldout_archs)):
+            if value <= 0:
+                raise ConfigError(f"GHNDataModule {name} must be positive, got {value!r}.")
+        if num_train_archs is not None and num_train_archs < meta_batch_size:
+            raise ConfigError(
+                f"num_train_archs ({num_train_archs}) is smaller than one meta-batch ({meta_batch_size}). "
+                "Use more architectures or a smaller meta_batch_size."
+            )
+        if num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers!r}.")
+        TASKS.get(task)
+        SPACES.get(space)  # unknown names fail here, before any work
+        for name in heldout_presets:
+            lookup_config(name)
+        self.save_hyperparameters()
+        self.config = self.hparams
+        self.progress = progress
+        self.task: TaskData | None = None
+        self.train_archs: ArchitectureDataset | SampledArchitectures | None = None
+        self.heldout: ArchitectureDataset | None = None
+        self._eval_cache: dict[str, list] = {}
+        self._sampler: ArchitectureSampler | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def task_values(self) -> dict[str, Any]:
+        """Shape fields every architecture gets from the task data."""
+        task = self.task
+        if task.kind == "image":
+            return {"in_channels": task.in_channels, "image_size": task.image_size, "num_classes": task.num_classes}
+        return {"vocab_size": task.vocab_size, "n_positions": task.context}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.task is not None:
+            return
+        config = self.config
+        self.task = load_task(config.task, **(config.task_options or {}))
+        space = SPACES.get(config.space)
+        if space.task != self.task.kind:
+            raise ConfigError(
+                f"Space {config.space!r} holds {space.task} models but task {config.task!r} is {self.task.kind} data. "
+                f"Pick a {self.task.kind} space ({', '.join(n for n in SPACES.names() if SPACES.get(n).task == self.task.kind)})."
+            )
+        values = self.task_values()
+        heldout = ArchitectureSampler(space, seed=config.seed + _HELDOUT_SEED_OFFSET, task_values=values)
+        heldout_configs = heldout.distinct(config.num_heldout_archs)
+        heldout_configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
+        self.heldout = ArchitectureDataset(heldout_configs, progress=self.progress, description="held-out graphs")
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._sampler = ArchitectureSampler(
+            space, seed=config.seed, task_values=values, exclude=self.heldout.hashes
+        )
+        if config.num_train_archs is None:
+            self.train_archs = SampledArchitectures(self._sampler, rank=rank)
+        else:
+            configs = self._sampler.distinct(config.num_train_archs)
+            self.train_archs = ArchitectureDataset(configs, progress=self.progress, description="training graphs")
+        logger.info(
+            "Task %s (%s); space %s; %s training and %d held-out architectures",
+            config.task, self.task.kind, config.space,
+            "endless" if config.num_train_archs is None else config.num_train_archs, len(self.heldout),
+        )
+
+    # -- loaders -------------------------------------------------------------------------------------------------
+    def train_dataloader(self) -> CombinedLoader:
+        config = self.config
+        is_map = isinstance(self.train_archs, ArchitectureDataset)
+        archs = DataLoader(
+            self.train_archs,
+            batch_size=config.meta_batch_size,
+            shuffle=is_map,
+            drop_last=True,
+            collate_fn=collate_architectures,
+        )
+        data = DataLoader(
+            self.task.train,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=config.num_workers,
+            persistent_workers=config.num_workers > 0,
+        )
+        return CombinedLoader({"archs": archs, "data": data}, mode="max_size_cycle" if is_map else "min_size")
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.heldout, batch_size=self.config.meta_batch_size, shuffle=False, collate_fn=_archs_batch)
+
+    def eval_batches(self, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole `split` ('val' or 'test') as a fixed list of batches (cached)."""
+        if split not in self._eval_cache:
+            dataset = {"val": self.task.val, "test": self.task.test}[split]
+            loader = DataLoader(dataset, batch_size=self.config.eval_batch_size, shuffle=False)
+            self._eval_cache[split] = list(loader)
+        return self._eval_cache[split]
+
+    # -- resume --------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self._sampler.state_dict()} if self._sampler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "sampler" in state:
+            self.setup()
+            self._sampler.load_state_dict(state["sampler"])

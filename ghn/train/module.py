@@ -1,0 +1,165 @@
+"""`GHNModule`: the LightningModule that trains a GHN on the task loss of the networks it predicts.
+
+Each step takes a meta-batch of m architectures and one data batch; every architecture's parameters are predicted
+with the GHN and the network runs on the batch through `torch.func.functional_call`, so the loss backpropagates into
+the GHN (GHN-2, Knyazev et al., 2021). BatchNorm runs with batch statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import replace
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.apply_func import move_data_to_device
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ghn.data.architectures import Architecture
+from ghn.data.metrics import evaluate, task_loss
+from ghn.errors import ConfigError
+from ghn.nn import GHN, GHN_PRESETS, GHNConfig
+from ghn.train.config import OptimConfig
+
+__all__ = ["GHNModule"]
+
+
+class GHNModule(L.LightningModule):
+    """Trains a `GHN`.
+
+    Args:
+        ghn: a preset name ('logah-tiny', ...) or a full `GHNConfig`.
+        ghn_overrides: top-level `GHNConfig` fields to replace in the preset (e.g. {'normalize': false}).
+        optim: optimizer and schedule.
+        norm_penalty: weight of the mean squared value of predicted parameters, added to the task loss.
+        model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
+    """
+
+    def __init__(
+        self,
+        ghn: str | GHNConfig = "logah-tiny",
+        *,
+        ghn_overrides: dict[str, Any] | None = None,
+        optim: OptimConfig = OptimConfig(),
+        norm_penalty: float = 1e-4,
+        model_cache_size: int = 256,
+    ) -> None:
+        super().__init__()
+        config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
+        if not isinstance(config, GHNConfig):
+            raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
+        config = replace(config, **(ghn_overrides or {}))
+        self.save_hyperparameters({"ghn": config.to_dict(), "optim": optim.__dict__, "norm_penalty": norm_penalty})
+        self.ghn = GHN(config)
+        self.optim = optim
+        self.norm_penalty = norm_penalty
+        self.model_cache_size = model_cache_size
+        self._models: OrderedDict[str, nn.Module] = OrderedDict()
+        self._random_metrics: dict[str, dict[str, float]] = {}
+        self._step_start = time.perf_counter()
+
+    # -- target networks ------------------------------------------------------------------------------------------
+    def target_model(self, arch: Architecture) -> nn.Module:
+        """A built network of `arch` on this module's device (cached): its buffers and forward serve every call."""
+        model = self._models.get(arch.hash)
+        if model is None:
+            model = arch.build(self.device)
+            for param in model.parameters():
+                param.requires_grad_(False)
+            self._models[arch.hash] = model
+            if len(self._models) > self.model_cache_size:
+                self._models.popitem(last=False)
+        else:
+            self._models.move_to_end(arch.hash)
+        return model
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict:
+        """Only the data moves; architectures (configs and graphs) stay as they are."""
+        if "data" in batch:
+            batch = {**batch, "data": move_data_to_device(batch["data"], device)}
+        return batch
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        archs: list[Architecture] = batch["archs"]
+        x, y = batch["data"]
+        predicted = self.ghn([a.graph for a in archs])
+        losses, penalties = [], []
+        by_family: dict[str, list[Tensor]] = defaultdict(list)
+        correct, count = 0, 0
+        for arch, params in zip(archs, predicted):
+            model = self.target_model(arch).train()
+            loss, num_correct = task_loss(functional_call(model, params, (x,)), y)
+            losses.append(loss)
+            by_family[arch.family].append(loss.detach())
+            penalties.append(torch.stack([p.pow(2).mean() for p in params.values()]).mean())
+            correct, count = correct + int(num_correct), count + y.numel()
+        task = torch.stack(losses).mean()
+        loss = task + self.norm_penalty * torch.stack(penalties).mean()
+        batch_size = x.shape[0]
+        self.log("train/loss", task, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/acc", correct / count, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/ppl", math.exp(min(float(task), 50.0)), batch_size=batch_size, sync_dist=True)
+        for family, values in by_family.items():
+            self.log(f"train/loss_{family}", torch.stack(values).mean(), batch_size=batch_size, sync_dist=True)
+        elapsed = time.perf_counter() - self._step_start
+        self._step_start = time.perf_counter()
+        if batch_idx > 0:
+            self.log("train/archs_per_s", len(archs) / elapsed, batch_size=batch_size)
+            self.log("train/samples_per_s", len(archs) * batch_size / elapsed, batch_size=batch_size)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad.norm() for p in self.ghn.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.stack(grads).norm(), batch_size=1)
+
+    # -- validation: held-out architectures, no training of the predicted networks ----------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        data = self.trainer.datamodule.eval_batches("val")
+        metrics = self.heldout_metrics(batch["archs"], data)
+        for name, values in metrics.items():
+            self.log(f"val/{name}", sum(values) / len(values), batch_size=len(values), sync_dist=True)
+
+    def heldout_metrics(self, archs: list[Architecture], data: list[tuple[Tensor, Tensor]]) -> dict[str, list[float]]:
+        """Metrics of GHN-predicted and of randomly initialized networks (the reference line) on `data`."""
+        out: dict[str, list[float]] = defaultdict(list)
+        with torch.no_grad():
+            predicted = self.ghn([a.graph for a in archs])
+        for arch, params in zip(archs, predicted):
+            model = self.target_model(arch)
+            for key, value in evaluate(model, data, params=params).items():
+                out[key].append(value)
+            for key, value in self.random_metrics(arch, data).items():
+                out[f"{key}_random"].append(value)
+        return out
+
+    def random_metrics(self, arch: Architecture, data: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """Metrics of the family's random init (seeded by the architecture, computed once)."""
+        if arch.hash not in self._random_metrics:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(arch.hash[:8], 16))
+                model = arch.build(self.device)
+            self._random_metrics[arch.hash] = evaluate(model, data)
+        return self._random_metrics[arch.hash]
+
+    # -- optimization ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.optim
+        optimizer = torch.optim.AdamW(
+            self.ghn.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas)
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+
+        def schedule(step: int) -> float:
+            if step < optim.warmup_steps:
+                return (step + 1) / optim.warmup_steps
+            progress = min(1.0, (step - optim.warmup_steps) / max(1, total - optim.warmup_steps))
+            return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,140 @@
+"""Role-based normalization: gains, residual depth scaling and fan-ins from the graph, and the rule of every role."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ghn.graph import ParamInfo, build_graph
+from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
+from ghn.nn.normalize import EMBEDDING_STD, ParamScale, normalize_params
+
+
+class Residual(nn.Module):
+    """Two residual linear blocks (ReLU, then tanh) and a head.
+
+    Shapes:
+        input: (B, 8)
+        output: (B, 3)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.fc1(x)
+        x = x + self.fc2(torch.relu(x))
+        return self.head(torch.tanh(x))
+
+
+class WithLooseParams(nn.Module):
+    """Parameters used by plain tensor ops: a (1, D) bias added, a (1, D) scale multiplied, a (1, 1, D) token.
+
+    Shapes:
+        input: (B, 16)
+        output: (B, 2, 16)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+        self.bias2d = nn.Parameter(torch.zeros(1, 16))
+        self.gamma = nn.Parameter(torch.ones(1, 16))
+        self.token = nn.Parameter(torch.zeros(1, 1, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (self.fc(x) + self.bias2d) * self.gamma
+        return torch.cat([self.token.expand(x.shape[0], 1, 16), y[:, None]], 1)
+
+
+def test_reference_std_of_each_role() -> None:
+    scale = ParamScale(gain=2.0, depth_scale=0.5)
+    weight = ParamInfo("w", (10, 4, 3, 3), role="weight", layout="out_in")
+    assert reference_std(weight, scale) == pytest.approx(2.0 * 0.5 / math.sqrt(4 * 9))
+    transposed = ParamInfo("c_attn.weight", (64, 192), role="weight", layout="in_out")  # HF Conv1D: (in, out)
+    assert reference_std(transposed, ParamScale()) == pytest.approx(1 / math.sqrt(64))
+    classifier = ParamInfo("head.weight", (10, 25), role="classifier", layout="out_in")
+    assert reference_std(classifier, scale) == pytest.approx(1 / 5)  # no gain, no depth scale
+    for role in ("embedding", "position_embedding"):
+        assert reference_std(ParamInfo("e", (100, 8), role=role), scale) == EMBEDDING_STD
+    for role in ("bias", "norm_scale", "norm_shift"):
+        assert reference_std(ParamInfo("b", (8,), role=role), scale) is None
+    assert reference_std(ParamInfo("o", (8,), role="other"), scale) is None  # 1-D 'other' is bias-like
+    assert reference_std(ParamInfo("o", (8, 4), role="other", layout="out_in"), ParamScale()) == pytest.approx(0.5)
+
+
+def test_param_scales_read_gain_depth_and_fan_in_from_the_graph() -> None:
+    graph = build_graph(Residual(), torch.zeros(1, 8))
+    scales = param_scales(graph)
+    assert set(scales) == set(graph.params)
+    # both residual projections feed an add: divided by sqrt(2 residual adds); the head is not
+    assert scales["fc1.weight"].depth_scale == pytest.approx(1 / math.sqrt(2))
+    assert scales["fc2.weight"].depth_scale == pytest.approx(1 / math.sqrt(2))
+    assert scales["head.weight"].depth_scale == 1.0
+    assert scales["fc1.bias"].depth_scale == 1.0
+    assert scales["fc1.bias"].layer_fan_in == 8 and scales["head.bias"].layer_fan_in == 8
+
+
+def test_gain_follows_the_activation_after_the_layer() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    scales = param_scales(build_graph(model, torch.zeros(1, 4)))
+    assert scales["0.weight"].gain == pytest.approx(math.sqrt(2))
+    assert scales["2.weight"].gain == pytest.approx(5 / 3)
+    assert scales["4.weight"].gain == 1.0
+
+
+def test_tensor_rules_of_each_role() -> None:
+    infos = [
+        ParamInfo("w", (64,), role="weight"),
+        ParamInfo("b", (64,), role="bias"),
+        ParamInfo("g", (64,), role="norm_scale"),
+        ParamInfo("s", (64,), role="norm_shift"),
+    ]
+    scales = [ParamScale(), ParamScale(layer_fan_in=16), ParamScale(), ParamScale()]
+    raw = torch.randn(4, 64) * 10  # large raw values: every rule must bound or rescale them
+    out = normalize_params(raw, infos, scales)
+    assert out.shape == raw.shape
+    torch.testing.assert_close(out[0].std(unbiased=False), torch.tensor(1 / 8))
+    assert out[1].abs().max() <= 1 / 4 and out[1].abs().max() > 0
+    assert ((out[2] >= 0) & (out[2] <= 2)).all()  # 1 + tanh: closed in float32, where tanh saturates
+    assert out[3].abs().max() <= 0.5
+
+
+def test_low_rank_group_with_a_two_dim_bias_is_normalized_elementwise() -> None:
+    """Regression: a group mixing a (1, D) weight and a (1, D) bias (`x + p`) crashed with a TypeError (no std)."""
+    rows, cols = torch.randn(2, 1, 4), torch.randn(2, 16, 4)
+    infos = [ParamInfo("w", (1, 16), role="weight", layout="out_in"), ParamInfo("b", (1, 16), role="bias")]
+    out = normalize_params(LowRank(rows, cols, (1, 16)), infos, [ParamScale(), ParamScale(layer_fan_in=4)])
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 1, 16)
+    torch.testing.assert_close(out[0].std(unbiased=False), torch.tensor(1 / 4))
+    assert out[1].abs().max() <= 1 / 2
+
+
+def test_loose_parameters_are_predicted_by_their_roles() -> None:
+    model = WithLooseParams()
+    graph = build_graph(model, torch.zeros(2, 16))
+    assert graph.params["bias2d"].role == "bias" and graph.params["token"].role == "embedding"
+    config = GHNConfig(encoder=EncoderConfig(hidden_dim=8, num_heads=2, num_layers=1), decoder=DecoderConfig(rank=4))
+    params = GHN(config)([graph])[0]
+    assert set(params) == set(graph.params)
+    assert params["bias2d"].shape == (1, 16) and params["bias2d"].abs().max() <= 1.0
+    torch.testing.assert_close(params["token"].std(unbiased=False), torch.tensor(EMBEDDING_STD))
+
+
+def test_normalization_can_be_switched_off() -> None:
+    graph = build_graph(Residual(), torch.zeros(1, 8))
+    config = GHNConfig(encoder=EncoderConfig(hidden_dim=8, num_heads=2, num_layers=1), normalize=False)
+    ghn = GHN(config)
+    raw = ghn([graph])[0]
+    normalized = GHN(GHNConfig(encoder=config.encoder))
+    normalized.load_state_dict(ghn.state_dict())
+    scaled = normalized([graph])[0]
+    assert not torch.allclose(raw["fc1.weight"], scaled["fc1.weight"])
+    info, scale = graph.params["fc1.weight"], param_scales(graph)["fc1.weight"]
+    torch.testing.assert_close(scaled["fc1.weight"].std(unbiased=False), torch.tensor(reference_std(info, scale)))

@@ -1,0 +1,125 @@
+"""GHN training: the CLI end to end on tiny settings, resume, bad input, and 2-process CPU DDP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ghn.errors import ConfigError, UnknownNameError
+from ghn.nn import GHN
+from ghn.train import GHNDataModule, GHNModule
+from ghn.train.cli import build_cli, main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "--data.num_train_archs", "8",
+    "--data.num_heldout_archs", "2",
+    "--data.batch_size", "16",
+    "--data.eval_batch_size", "128",
+    "--data.progress", "false",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+    "--trainer.log_every_n_steps", "1",
+    "--trainer.val_check_interval", "2",
+]  # fmt: skip
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    return main([*TINY, "--trainer.default_root_dir", str(tmp_path), "--out_dir", str(tmp_path / "ghn"), *extra])
+
+
+def test_train_writes_ghn_logs_checkpoints_and_heldout_table(tmp_path, capsys):
+    summary = _run(tmp_path, "--trainer.max_steps", "3")
+    assert summary["steps"] == 3
+    rows = summary["heldout"]
+    assert len(rows) == 2
+    for row in rows:
+        assert 0.0 <= row["acc"] <= 1.0 and 0.0 <= row["acc_random"] <= 1.0
+        assert torch.isfinite(torch.tensor([row["loss"], row["loss_random"]])).all()
+    out = capsys.readouterr().out
+    assert "GHN accuracy (%)" in out and "random-init accuracy (%)" in out
+    ghn = GHN.from_pretrained(tmp_path / "ghn")
+    assert ghn.metadata["task"] == "digits" and ghn.metadata["steps"] == 3
+    assert ghn.metadata["task_values"] == {"in_channels": 1, "image_size": 8, "num_classes": 10}
+    assert json.loads((tmp_path / "ghn" / "heldout.json").read_text()) == rows
+    assert list(tmp_path.rglob("events.out.tfevents.*")), "TensorBoard logs"
+    assert list(tmp_path.rglob("last.ckpt")), "checkpoint at the end"
+
+
+def test_training_logs_the_documented_metrics(tmp_path):
+    _run(tmp_path, "--trainer.max_steps", "4", "--final_eval", "false")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "train/grad_norm", "train/archs_per_s", "train/samples_per_s",
+                "val/acc", "val/acc_random", "val/loss", "val/loss_random"):  # fmt: skip
+        assert tag in tags, tag
+    assert any(t.startswith("train/loss_") for t in tags), "loss per family"
+    assert any(t.startswith("lr") for t in tags), "learning rate"
+
+
+def test_resume_restores_step_optimizer_and_sampler(tmp_path):
+    _run(tmp_path, "--trainer.max_steps", "2", "--final_eval", "false")
+    checkpoint = next(tmp_path.rglob("last.ckpt"))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # our own file, written by Lightning
+    assert state["optimizer_states"] and state["lr_schedulers"]
+    assert "sampler" in state["GHNDataModule"]
+    summary = _run(tmp_path / "resumed", "--trainer.max_steps", "4", "--ckpt_path", str(checkpoint), "--final_eval", "false")
+    assert summary["steps"] == 4
+
+
+def test_unknown_config_field_fails_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_cli(["--data.spcae", "vits", "--trainer.default_root_dir", str(tmp_path)])
+    assert "spcae" in capsys.readouterr().err
+
+
+def test_bad_names_and_sizes_fail_before_training():
+    with pytest.raises(UnknownNameError, match="space"):
+        GHNDataModule(space="vitz")
+    with pytest.raises(UnknownNameError, match="task"):
+        GHNDataModule(task="mnist")
+    with pytest.raises(ConfigError, match="meta-batch"):
+        GHNDataModule(num_train_archs=2, meta_batch_size=4)
+    with pytest.raises(UnknownNameError):
+        GHNModule("logah-huge")
+
+
+def test_space_must_match_task_kind():
+    data = GHNDataModule(task="pydoc", space="mixed-tiny", num_train_archs=4, num_heldout_archs=1, progress=False)
+    with pytest.raises(ConfigError, match="text data"):
+        data.setup()
+
+
+def test_text_task_trains_gpt_space(tmp_path):
+    summary = _run(
+        tmp_path,
+        "--data.task", "pydoc", "--data.task_options", "{context: 16}", "--data.space", "gpts-tiny",
+        "--data.eval_batch_size", "64", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
+    )  # fmt: skip
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in summary["heldout"])
+
+
+def test_configs_parse():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cli = build_cli(["--config", str(path), "--trainer.logger", "false"])
+        assert cli.model.ghn.num_parameters() > 0, path
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    command = [
+        sys.executable, str(ROOT / "train_ghn.py"), *TINY,
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+        "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path), "--out_dir", str(tmp_path / "ghn"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ghn" / "model.safetensors").is_file()
