@@ -7,6 +7,7 @@
 
 from ghn import hub, zoo  # importing hub lets predict(model) find a shipped GHN when given none
 from ghn._logging import set_verbosity
+from ghn._version import __version__
 from ghn.errors import GHNError
 from ghn.export import export, export_predicted
 from ghn.graph import ComputationGraph, build_graph, register_op
@@ -14,7 +15,6 @@ from ghn.nn import GHN, GHNConfig
 from ghn.hub import from_pretrained
 from ghn.predict import PredictionReport, predict, predict_params
 
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -159,15 +159,16 @@ def _add_ghn_argument(parser: argparse.ArgumentParser, *, required: bool) -> Non
     default = "" if required else "; default: the shipped pretrained GHN for the model's task"
     parser.add_argument(
         "--ghn", required=required, metavar="NAME_OR_PATH",
-        help=f"the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL{default}",
+        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL"
+        + default,
     )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="where the GHN runs (default cpu); weights are written from the CPU")
+    parser.add_argument("--device", default="cpu", help="where the GHN runs (default cpu); weights go through the CPU")
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     from ghn.export import EXPORT_DTYPES
 
-    parser.add_argument("--dtype", choices=list(EXPORT_DTYPES), help="cast floating tensors (default: as predicted, float32)")
+    parser.add_argument("--dtype", choices=list(EXPORT_DTYPES), help="cast floating tensors (default: float32)")
     parser.add_argument(
         "--format", choices=("auto", "hf", "safetensors"), default="auto",
         help="'hf': a save_pretrained directory; 'safetensors': a state-dict file; 'auto' (default): by --out's suffix "
@@ -179,7 +180,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="model spec, built on 'meta': 'zoo:gpt2-large', 'hf:llama-tiny'")
     _add_ghn_argument(parser, required=True)
-    parser.add_argument("--out", required=True, metavar="PATH", help="directory (Hugging Face) or '.safetensors' file to write")
+    parser.add_argument("--out", required=True, metavar="PATH", help="directory (Hugging Face) or '.safetensors' file")
     _add_output_arguments(parser)
 
 
@@ -255,6 +256,122 @@ COMMANDS.register(
         run=_run_predict,
     ),
 )
+
+# -- ghn eval ---------------------------------------------------------------------------------------------------------
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ghn", required=True, metavar="NAME_OR_PATH",
+        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL",
+    )  # fmt: skip
+    parser.add_argument("--task", help="task to evaluate on (digits, pydoc, cifar10, ...); default the GHN's own")
+    parser.add_argument(
+        "--task-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of the task loader, e.g. --task-option root=data (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--archs", default="heldout:10", metavar="SPEC[,SPEC...]",
+        help="'heldout:N' (held-out draws of the GHN's space) and/or specs like zoo:resnet18-cifar (default heldout:10)",
+    )  # fmt: skip
+    parser.add_argument("--space", help="space that 'heldout:N' draws from when the GHN's metadata names none")
+    parser.add_argument("--steps", default="0,100", metavar="N[,N...]", help="fine-tuning step counts (default 0,100)")
+    parser.add_argument("--seeds", default=2, type=int, metavar="N", help="number of seeds (default 2)")
+    parser.add_argument(
+        "--inits", default="ghn,random,orthogonal", metavar="NAME[,NAME...]",
+        help="inits to compare (default ghn,random,orthogonal)",
+    )  # fmt: skip
+    parser.add_argument("--eval-every", type=int, metavar="N", help="score every N steps (default: the task's recipe)")
+    parser.add_argument("--out", metavar="DIR", help="write results.md, results.json and PNG plots into DIR")
+    parser.add_argument("--device", default="cpu", help="where the GHN runs and the networks train (default cpu)")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ghn.evaluate import INITS, RECIPES, check_steps, evaluate_ghn, parse_archs
+    from ghn.hub import from_pretrained
+
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError as err:
+        raise ConfigError(f"--steps must be comma-separated integers such as 0,50,200, got {args.steps!r}.") from err
+    check_steps(steps)
+    inits = [name.strip() for name in args.inits.split(",") if name.strip()]
+    for name in inits:
+        INITS.get(name)
+    parse_archs(args.archs)
+    options = dict(_key_value(item) for item in args.task_option)
+    hypernet = from_pretrained(args.ghn, map_location=args.device, progress=sys.stderr.isatty())
+    recipe = None
+    if args.eval_every is not None:
+        kind = hypernet.metadata.get("task_kind") if args.task is None else _task_kind(args.task)
+        recipe = replace(RECIPES.get(kind or "image"), eval_every=args.eval_every)
+    result = evaluate_ghn(
+        hypernet, task=args.task, archs=args.archs, steps=steps, seeds=args.seeds, inits=inits, device=args.device,
+        progress=sys.stderr.isatty(), recipe=recipe, task_options=options, space=args.space,
+    )  # fmt: skip
+    print(result.to_markdown())
+    if args.out:
+        files = result.save(args.out)
+        print(f"Wrote {', '.join(str(path) for path in files.values())}")
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """'key=value' with the value read as an int, float or bool when it looks like one."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--task-option needs KEY=VALUE, got {item!r}.")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _task_kind(name: str) -> str:
+    from ghn.data import TASKS
+
+    return TASKS.get(name).kind
+
+
+COMMANDS.register(
+    "eval",
+    CommandSpec(
+        name="eval",
+        help="compare GHN-predicted, random and orthogonal init on unseen architectures, before and after fine-tuning",
+        add_arguments=_add_eval_arguments,
+        run=_run_eval,
+    ),
+)
+
+
+# -- ghn train ------------------------------------------------------------------------------------------------------
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="train_ghn.py's options: --config configs/NAME.yaml and any --section.field value override",
+    )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ghn.train.cli import main as train_main  # Lightning loads only when training
+
+    train_main(list(args.options))
+    return 0
+
+
+COMMANDS.register(
+    "train",
+    CommandSpec(
+        name="train",
+        help="train a GHN (the same entry as train_ghn.py; no options: the embedded digits run)",
+        add_arguments=_add_train_arguments,
+        run=_run_train,
+    ),
+)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -171,7 +171,8 @@ def _hf_config_json(form: _HFForm, dtype: torch.dtype) -> str:
     config.architectures = [form.model_class]
     data = json.loads(config.to_json_string(use_diff=True))
     full = config.to_dict()
-    data["torch_dtype" if "torch_dtype" in full and "dtype" not in full else "dtype"] = str(dtype).removeprefix("torch.")
+    key = "torch_dtype" if "torch_dtype" in full and "dtype" not in full else "dtype"  # older transformers
+    data[key] = str(dtype).removeprefix("torch.")
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -347,7 +348,9 @@ def _check_output(out: Path, format: str, *, force: bool) -> None:
         existing = [out] if out.exists() else []
     else:
         if out.exists() and not out.is_dir():
-            raise ConfigError(f"Output {str(out)!r} is a file, but a Hugging Face export is a directory. Pick another path.")
+            raise ConfigError(
+                f"Output {str(out)!r} is a file, but a Hugging Face export is a directory. Pick another path."
+            )
         existing = [out / name for name in _HF_FILES if (out / name).exists()]
     if existing and not force:
         raise ConfigError(
@@ -441,7 +444,7 @@ def _record(
     prediction: dict[str, Any] | None,
     metadata: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    from ghn import __version__
+    from ghn._version import __version__
 
     config = getattr(model, "config", None)
     record: dict[str, Any] = {
@@ -499,7 +502,10 @@ def _stream_predictions(
     try:
         with torch.no_grad():
             for _, name, prediction in ghn.iter_predictions([graph]):
-                tensor = prediction.materialize()[0] if isinstance(prediction, LowRank) else prediction
+                tensor = prediction
+                if isinstance(prediction, LowRank):  # multiplied out as predict does, so the values match bit for bit
+                    tensor = prediction.rows.new_empty(prediction.shape)
+                    prediction.materialize(out=tensor)
                 for key in (name, *graph.params[name].aliases):
                     if key in writer.pending:
                         writer.write(key, tensor)
@@ -520,7 +526,9 @@ def _stream_predictions(
     return report
 
 
-def _write_rest(model: nn.Module, writer: _SafetensorsWriter, state: dict[str, Tensor], report: PredictionReport) -> None:
+def _write_rest(
+    model: nn.Module, writer: _SafetensorsWriter, state: dict[str, Tensor], report: PredictionReport
+) -> None:
     """Keys the GHN did not predict: running statistics reset, real tensors as they are, meta tensors as zeros."""
     for path, module in model.named_modules():
         if not callable(getattr(module, "reset_running_stats", None)):
@@ -584,7 +592,8 @@ class _SafetensorsWriter:
 
     The header is known up front (keys, shapes, dtypes), so it is written first and each tensor is then written at
     its own offset as it comes: no tensor is kept after its write and none is copied beyond its cast. The format:
-    an 8-byte little-endian header length, a JSON header (space-padded to 8 bytes), then the raw little-endian data.
+    an 8-byte little-endian header length, a JSON header (space-padded to 8 bytes), then the raw little-endian data
+    (the native byte order of every platform torch ships for).
     """
 
     def __init__(self, file: BinaryIO, entries: list[_Entry], metadata: dict[str, str]) -> None:

@@ -85,7 +85,7 @@ class PretrainedSpec:
     size: Mapping[str, int] = field(default_factory=dict)
     """Bytes of every file, by name (shown by progress bars; optional)."""
     urls: tuple[str, ...] = ()
-    """Base URLs (mirrors, tried in order) that hold the files as '<url>/<file>': https, http, file or hf."""
+    """Base URLs (mirrors, tried in order) that hold the files as '<url>/<file>': https, http or file."""
     task: str = ""
     """The task the GHN was trained on ('digits', 'pydoc', 'cifar10')."""
     task_kind: Literal["image", "text"] = "image"
@@ -165,7 +165,15 @@ def manifest_path() -> Path:
 
 
 def load_manifest(path: str | os.PathLike) -> list[PretrainedSpec]:
-    """The entries of a manifest file ({format_version, checkpoints: [...]}); a missing file has none.
+    """The entries of a manifest file; a missing file has none.
+
+    The format, one entry per checkpoint (`manifest_entry(dir, name=...)` writes an entry; files shipped in the
+    repository lie in `pretrained/<name>/` beside the manifest):
+
+        {"format_version": 1, "checkpoints": [{"name": "logah-tiny.digits",
+          "files": ["config.json", "model.safetensors"], "sha256": {"config.json": "...", ...},
+          "size": {...}, "urls": ["https://.../logah-tiny.digits"], "task": "digits", "task_kind": "image",
+          "input_shape": [1, 8, 8], "num_classes": 10, "license": "MIT", "paper": "...", "description": "..."}]}
 
     Raises:
         ConfigError: the file is not a valid manifest; the message names the entry and field.
@@ -331,8 +339,7 @@ URL_SCHEMES = Registry[Callable[[str, Path, "str | None", "int | None", bool], N
 
 def _fetch_url(url: str, *, sha256: str | None, progress: bool) -> Path:
     """The local path of a URL's GHN: a cached `.safetensors` file or the extracted directory of an archive."""
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme == "hf":
+    if url.startswith("hf://"):  # a Hugging Face repository (a directory with its own cache), not a file
         return _fetch_hf(url)
     name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
     if not name.endswith((".safetensors", ".pt", ".pth", ".tar.gz", ".tgz", ".zip")):
@@ -404,8 +411,8 @@ def _download(url: str, dest: Path, sha256: str | None, size: int | None, progre
                     f"Download of {url!r} has sha256 {digest} but {sha256} was expected; it was not kept. "
                     "Retry, or check the URL and the expected digest."
                 )
+            dest.with_name(dest.name + ".sha256").write_text(digest + "\n")  # before the file: never one without it
             os.replace(tmp, dest)
-            dest.with_name(dest.name + ".sha256").write_text(digest + "\n")
         finally:
             tmp.unlink(missing_ok=True)
     logger.info("Downloaded %s to %s", url, dest)
@@ -437,19 +444,6 @@ def _copy_url(url: str, file, *, dest: Path, size: int | None, progress: bool) -
 URL_SCHEMES.register("https", _download)
 URL_SCHEMES.register("http", _download)
 URL_SCHEMES.register("file", _download)
-
-
-def _fetch_hf_file(url: str, dest: Path, sha256: str | None, size: int | None, progress: bool) -> None:
-    """A manifest file mirrored on the Hugging Face Hub ('hf://org/repo[/subdir]/<file>'), copied to `dest`."""
-    snapshot = _fetch_hf(url.rsplit("/", 1)[0])
-    source = snapshot / dest.name
-    if sha256 is not None:
-        _verify(source, sha256, source=url, is_cache=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
-
-
-URL_SCHEMES.register("hf", _fetch_hf_file)
 
 
 def _fetch_hf(url: str) -> Path:
@@ -591,7 +585,8 @@ def _resolve_default(graphs: list[ComputationGraph]) -> GHN | None:
         return None
     size = _task_size(graphs[0], kind)
     spec = min(candidates, key=lambda s: (_spec_size(s, kind) != size, s.name))
-    logger.info("No GHN given: using the shipped pretrained GHN %r (trained on %s task %r).", spec.name, kind, spec.task)
+    logger.info("No GHN given: using the shipped pretrained GHN %r (trained on %s task %r).", spec.name, kind,
+                spec.task)  # fmt: skip
     ghn = from_pretrained(spec.name, progress=False)
     for graph in graphs:
         _warn_if_untrained_head(graph, spec, kind)

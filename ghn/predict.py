@@ -52,8 +52,8 @@ class PredictionReport:
 
     @property
     def is_complete(self) -> bool:
-        """Every trainable parameter was predicted."""
-        return not self.not_predicted
+        """Every trainable parameter was predicted and no buffer was left without its value."""
+        return not self.not_predicted and not self.uninitialized_buffers
 
     def __str__(self) -> str:
         lines = [

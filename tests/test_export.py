@@ -63,7 +63,7 @@ def _tokens() -> torch.Tensor:
     return torch.randint(0, GPT2_SMALL["vocab_size"], (2, 8))
 
 
-# -- round trips --------------------------------------------------------------------------------------------------------
+# -- round trips -------------------------------------------------------------------------------------------------------
 def test_hf_gpt2_round_trips_through_from_pretrained(tmp_path: Path, small_ghn: GHN) -> None:
     model = ghn.predict(_hf_gpt2(), small_ghn).eval()
     out = export(model, tmp_path / "gpt2", ghn=small_ghn)
@@ -110,7 +110,7 @@ def test_plain_file_of_a_tied_model_loads_strictly(tmp_path: Path, small_ghn: GH
         torch.testing.assert_close(fresh(tokens), model(tokens))
 
 
-# -- records ------------------------------------------------------------------------------------------------------------
+# -- records -----------------------------------------------------------------------------------------------------------
 def test_exports_carry_their_record(tmp_path: Path, small_ghn: GHN) -> None:
     model = _predicted("zoo:gpt2", small_ghn, **GPT2_SMALL)
     out = export(model, tmp_path / "gpt2", spec="zoo:gpt2", ghn=small_ghn, metadata={"run": 3})
@@ -126,7 +126,7 @@ def test_exports_carry_their_record(tmp_path: Path, small_ghn: GHN) -> None:
     assert beside["prediction"]["num_predicted_params"] == beside["prediction"]["num_total_params"] > 0
 
 
-# -- safety -------------------------------------------------------------------------------------------------------------
+# -- safety ------------------------------------------------------------------------------------------------------------
 def test_existing_output_is_not_overwritten_without_force(tmp_path: Path, small_ghn: GHN) -> None:
     model = _predicted("zoo:resnet18-cifar", small_ghn, **VISION["zoo:resnet18-cifar"])
     path = tmp_path / "model.safetensors"
@@ -189,14 +189,15 @@ def test_bad_arguments_fail_early(tmp_path: Path, small_ghn: GHN) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-# -- streaming ----------------------------------------------------------------------------------------------------------
+# -- streaming ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
 def test_streamed_export_equals_export_of_the_predicted_model(tmp_path: Path, small_ghn: GHN, dtype) -> None:
     overrides = VISION["zoo:resnet18-cifar"]
     meta = ghn.zoo.create("zoo:resnet18-cifar", device="meta", **overrides)
     streamed = export_predicted(meta, small_ghn, tmp_path / "streamed.safetensors", dtype=dtype)
     assert all(t.is_meta for t in meta.state_dict().values())  # the given model is not changed
-    reference = export(_predicted("zoo:resnet18-cifar", small_ghn, **overrides), tmp_path / "ref.safetensors", dtype=dtype)
+    predicted = _predicted("zoo:resnet18-cifar", small_ghn, **overrides)
+    reference = export(predicted, tmp_path / "ref.safetensors", dtype=dtype)
     expected = load_file(reference)
     got = load_file(streamed)
     assert got.keys() == expected.keys()
@@ -213,7 +214,8 @@ def test_streamed_export_of_a_spec_loads_into_hf(tmp_path: Path, small_ghn: GHN)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert loaded.transformer.wte.weight.dtype == torch.bfloat16
     reference = _predicted("zoo:gpt2", small_ghn, **GPT2_SMALL)
-    torch.testing.assert_close(loaded.transformer.h[1].mlp.c_fc.weight, reference.transformer.h[1].mlp.c_fc.weight.bfloat16())
+    expected = reference.transformer.h[1].mlp.c_fc.weight.bfloat16()
+    torch.testing.assert_close(loaded.transformer.h[1].mlp.c_fc.weight, expected)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
 
 

@@ -35,9 +35,10 @@ from ghn.hub import (
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig
 
 NAME = "logah-test.digits"
+REPO_MANIFEST = Path(ghn.__file__).resolve().parents[1] / "pretrained" / "manifest.json"
 
 
-# -- fixtures -----------------------------------------------------------------------------------------------------------
+# -- fixtures ----------------------------------------------------------------------------------------------------------
 class TinyCNN(nn.Module):
     """Conv, ReLU, pooling and a linear head.
 
@@ -143,17 +144,17 @@ def _same_predictions(a: GHN, b: GHN) -> None:
         torch.testing.assert_close(tensor, first[name])
 
 
-# -- the manifest -------------------------------------------------------------------------------------------------------
+# -- the manifest ------------------------------------------------------------------------------------------------------
 def test_shipped_manifest_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GHN_PRETRAINED_MANIFEST")
     path = manifest_path()
-    assert path == Path(ghn.__file__).resolve().parents[1] / "pretrained" / "manifest.json"
+    assert path == REPO_MANIFEST
     assert json.loads(path.read_text())["format_version"] == 1
     specs = load_manifest(path)
     assert sorted(PRETRAINED.names()) == sorted(s.name for s in specs)
 
 
-@pytest.mark.parametrize("name", [s.name for s in load_manifest(Path(ghn.__file__).resolve().parents[1] / "pretrained" / "manifest.json")])
+@pytest.mark.parametrize("name", [spec.name for spec in load_manifest(REPO_MANIFEST)])
 def test_every_shipped_entry_loads(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GHN_PRETRAINED_MANIFEST")
     spec = PRETRAINED.get(name)
@@ -186,7 +187,7 @@ def test_registry_follows_the_manifest_location(shipped, tmp_path: Path, monkeyp
     assert NAME not in PRETRAINED
 
 
-# -- loading ------------------------------------------------------------------------------------------------------------
+# -- loading -----------------------------------------------------------------------------------------------------------
 def test_shipped_entry_loads_verified(shipped, caplog) -> None:
     hypernet, directory = shipped
     with caplog.at_level(logging.INFO, logger="ghn.hub"):
@@ -238,7 +239,7 @@ def test_unknown_name_suggests_close_ones(shipped) -> None:
         from_pretrained("logah-test.digit")
 
 
-# -- downloads ----------------------------------------------------------------------------------------------------------
+# -- downloads ---------------------------------------------------------------------------------------------------------
 def _serve_entry(saved, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **changes) -> Path:
     """Move the checkpoint's files to the web root (so they are not shipped) and list them under its URL."""
     _, directory = saved
@@ -329,7 +330,7 @@ def test_archive_members_outside_it_are_refused(server, tmp_path: Path) -> None:
     assert not (tmp_path / "home" / "url" / "evil.txt").exists()
 
 
-# -- predict(model) with no GHN -----------------------------------------------------------------------------------------
+# -- predict(model) with no GHN ----------------------------------------------------------------------------------------
 def test_predict_without_a_ghn_uses_the_shipped_one(shipped, caplog) -> None:
     hypernet, _ = shipped
     model = TinyCNN(num_classes=10)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from ghn.graph.graph import ComputationGraph
 
-__all__ = ["to_networkx", "to_pyg", "shortest_paths", "MAX_DISTANCE"]
+__all__ = ["to_networkx", "to_pyg", "shortest_paths", "longest_path_depth", "MAX_DISTANCE"]
 
 #: Distances are stored as uint8; unreachable pairs get this value.
 MAX_DISTANCE = 255
@@ -63,6 +63,15 @@ def shortest_paths(num_nodes: int, edges: list[tuple[int, int]]) -> np.ndarray:
     return np.minimum(np.nan_to_num(dist, posinf=MAX_DISTANCE), MAX_DISTANCE).astype(np.uint8)
 
 
+def longest_path_depth(num_nodes: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    """(N,) number of edges on the longest path from any source to each node (nodes are in execution order, so
+    every edge goes from a lower to a higher index and one pass in edge-target order suffices)."""
+    depth = np.zeros(num_nodes, dtype=np.int64)
+    for src, dst in sorted(edges, key=lambda edge: edge[1]):
+        depth[dst] = max(depth[dst], depth[src] + 1)
+    return depth
+
+
 def to_pyg(graph: ComputationGraph) -> Data:
     """The PyG `Data` a GHN reads.
 
@@ -71,7 +80,8 @@ def to_pyg(graph: ComputationGraph) -> Data:
         first parameter + 1 (0 for none); shape (N, 4): logical (out, in, k1, k2) of that parameter;
         edge_index (2, E); pair_index (2, P) with spd_forward (P,) and spd_backward (P,): hop distances from the
         first node of the pair to the second along and against edge direction (uint8, 255 = unreachable);
-        in_degree (N,), out_degree (N,).
+        in_degree (N,), out_degree (N,); depth (N,): longest path from a source node, so the 36 blocks of a
+        deep stack are told apart even where shortest paths are capped or short-cut by skip connections.
     """
     from torch_geometric.data import Data
 
@@ -101,6 +111,7 @@ def to_pyg(graph: ComputationGraph) -> Data:
         spd_backward=torch.from_numpy(dist.T.ravel().copy()),
         in_degree=torch.bincount(edge_index[1], minlength=n),
         out_degree=torch.bincount(edge_index[0], minlength=n),
+        depth=torch.from_numpy(longest_path_depth(n, graph.edges)),
         num_nodes=n,
     )
 

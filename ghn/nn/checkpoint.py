@@ -44,7 +44,7 @@ def atomic_write(path: Path, write) -> None:
 
 
 def _header(ghn: GHN, metadata: dict[str, Any]) -> dict[str, Any]:
-    from ghn import __version__
+    from ghn._version import __version__
 
     return {
         "format_version": FORMAT_VERSION,

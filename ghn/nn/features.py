@@ -15,6 +15,7 @@ from ghn.graph.ops import ROLES
 __all__ = ["NodeEmbedding", "IndexEncoding", "fourier_log_features"]
 
 _SHAPE_FREQUENCIES = 8
+_DEPTH_FREQUENCIES = 8
 
 
 def fourier_log_features(values: Tensor, num_frequencies: int = _SHAPE_FREQUENCIES) -> Tensor:
@@ -35,7 +36,7 @@ class NodeEmbedding(nn.Module):
 
     Shapes:
         input: a PyG `Data`/`Batch` with op (N,), activation (N,), role (N,), shape (N, 4), in_degree (N,),
-            out_degree (N,)
+            out_degree (N,), depth (N,)
         output: (N, D)
     """
 
@@ -51,6 +52,7 @@ class NodeEmbedding(nn.Module):
         )
         self.in_degree = nn.Embedding(max_degree + 1, hidden_dim)
         self.out_degree = nn.Embedding(max_degree + 1, hidden_dim)
+        self.depth = nn.Linear(2 * _SHAPE_FREQUENCIES + 2 * _DEPTH_FREQUENCIES, hidden_dim)
 
     def _ids(self, ids: Tensor) -> Tensor:
         return ids.clamp(max=self.num_op_embeddings - 1)  # user ops (ids >= 1000) share the last row
@@ -65,7 +67,20 @@ class NodeEmbedding(nn.Module):
             + self.shape(shape_features)
             + self.in_degree(data.in_degree.clamp(max=self.max_degree))
             + self.out_degree(data.out_degree.clamp(max=self.max_degree))
+            + self.depth(self.depth_features(data))
         )
+
+    @staticmethod
+    def depth_features(data) -> Tensor:
+        """(N, F) absolute depth (log-Fourier) and depth relative to the deepest node of the node's own graph."""
+        depth = data.depth
+        batch = data.batch if getattr(data, "batch", None) is not None else torch.zeros_like(depth)
+        deepest = torch.zeros(int(batch.max()) + 1, dtype=depth.dtype, device=depth.device)
+        deepest = deepest.scatter_reduce(0, batch, depth, reduce="amax")[batch].clamp_min(1)
+        relative = (depth.float() / deepest.float()).unsqueeze(-1)
+        freqs = torch.arange(1, _DEPTH_FREQUENCIES + 1, device=depth.device, dtype=torch.float32) * math.pi / 2
+        angles = relative * freqs
+        return torch.cat([fourier_log_features(depth.unsqueeze(-1)), angles.sin(), angles.cos()], dim=-1)
 
 
 class IndexEncoding(nn.Module):

@@ -9,6 +9,7 @@ Shape letters: N nodes, D hidden.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class GHN(nn.Module):
         self.slot = nn.Embedding(_MAX_SLOTS, hidden)
         self.param_mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
         self.decoder = DECODERS.get(self.config.decoder.kind)(hidden, self.config.decoder)
+        # log of the classifier-head gain (see ghn/nn/normalize.py): heads start at 0.1x the fan-in std.
+        self.log_classifier_gain = nn.Parameter(torch.tensor(math.log(0.1)))
 
     # -- construction ---------------------------------------------------------------------------------------------
     @classmethod
@@ -125,7 +128,9 @@ class GHN(nn.Module):
             index = torch.tensor(js, device=device)
             raw = self.decoder(param_embeddings[index], shape, transposed, cache)
             if self.config.normalize:
-                raw = normalize_params(raw, [infos[j] for j in js], [scales[j] for j in js])
+                raw = normalize_params(
+                    raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self.log_classifier_gain.exp()
+                )
             yield [members[j] for j in js], raw
 
     def iter_predictions(

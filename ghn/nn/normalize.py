@@ -5,9 +5,10 @@ The rules, in one place (switch them off with `GHNConfig(normalize=False)`):
 | role                 | predicted value                                                                      |
 |----------------------|--------------------------------------------------------------------------------------|
 | weight               | standardized, std = gain / sqrt(fan_in); gain from the activation after the layer     |
+|                      | (or after the norm that directly follows it)                                         |
 |                      | (sqrt(2) for ReLU-like, 5/3 tanh, else 1); divided by sqrt(#residual adds) when the   |
 |                      | layer's result goes straight into a residual add (GPT-2's depth scaling)              |
-| classifier           | standardized, std = 1 / sqrt(fan_in)                                                 |
+| classifier           | standardized, std = g / sqrt(fan_in), g a learned scalar of the GHN starting at 0.1  |
 | embedding, position  | standardized, std = 0.02 (GPT-2, BERT, ViT and Llama all use this)                   |
 | bias                 | tanh-bounded to +-1 / sqrt(fan_in) of the layer (zero stays reachable)               |
 | norm_scale           | 1 + tanh(raw): around 1, in (0, 2)                                                   |
@@ -61,6 +62,9 @@ def param_scales(graph: ComputationGraph) -> dict[str, ParamScale]:
     feeds_add = {src for src, dst in graph.edges if dst in adds}
     num_residual = len({dst for src, dst in graph.edges if dst in adds and graph.nodes[src].op in ("linear", "conv")})
     depth_scale = 1.0 / math.sqrt(num_residual) if num_residual else 1.0
+    children: dict[int, list[int]] = {}
+    for src, dst in graph.edges:
+        children.setdefault(src, []).append(dst)
     scales = {}
     for index, node in enumerate(graph.nodes):
         infos = [graph.params[name] for name in node.params]
@@ -69,11 +73,21 @@ def param_scales(graph: ComputationGraph) -> dict[str, ParamScale]:
         for info in infos:
             residual = index in feeds_add and node.op in ("linear", "conv") and info.role == "weight"
             scales[info.name] = ParamScale(
-                gain=_GAINS.get(node.activation or "", 1.0),
+                gain=_GAINS.get(_activation_after(graph, index, children) or "", 1.0),
                 depth_scale=depth_scale if residual else 1.0,
                 layer_fan_in=layer_fan_in,
             )
     return scales
+
+
+def _activation_after(graph: ComputationGraph, index: int, children: dict[int, list[int]]) -> str | None:
+    """The activation applied to a layer's result: its own, or that of a norm that is its only consumer
+    (conv -> BatchNorm -> ReLU gets ReLU's gain, as Kaiming init assumes)."""
+    node = graph.nodes[index]
+    if node.activation or len(children.get(index, [])) != 1:
+        return node.activation
+    child = graph.nodes[children[index][0]]
+    return child.activation if child.op.endswith("_norm") else None
 
 
 def reference_std(info: ParamInfo, scale: ParamScale) -> float | None:
@@ -90,20 +104,33 @@ def reference_std(info: ParamInfo, scale: ParamScale) -> float | None:
     return None
 
 
-def normalize_params(raw: Tensor | LowRank, infos: list[ParamInfo], scales: list[ParamScale]) -> Tensor | LowRank:
+def normalize_params(
+    raw: Tensor | LowRank,
+    infos: list[ParamInfo],
+    scales: list[ParamScale],
+    *,
+    classifier_gain: Tensor | None = None,
+) -> Tensor | LowRank:
     """Map the decoder's raw output for a group of same-shape parameters to the scale each role asks for (see the
     table above).
 
     Low-rank outputs stay factored: their means and variances come from the factors, and the standardization is
-    folded into the factors' scale and shift.
+    folded into the factors' scale and shift. `classifier_gain` (a learned scalar of the GHN) multiplies the std of
+    classifier heads: starting small, predicted networks begin uncertain rather than confidently wrong, which keeps
+    GHN training away from the collapse where every input gets the same logits.
 
     Shapes: raw (T, *shape) or a `LowRank` of T tensors; infos and scales have length T.
     """
     stds = [reference_std(info, scale) for info, scale in zip(infos, scales)]
     device = raw.rows.device if isinstance(raw, LowRank) else raw.device
+    dtype = raw.rows.dtype if isinstance(raw, LowRank) else raw.dtype
+    multiplier = torch.ones(len(infos), dtype=dtype, device=device)
+    if classifier_gain is not None:
+        is_head = torch.tensor([info.role == "classifier" for info in infos], device=device)
+        multiplier = torch.where(is_head, classifier_gain.to(dtype), multiplier)
     if isinstance(raw, LowRank):
         if all(std is not None for std in stds):  # standardization folds into the factors
-            target = torch.tensor(stds, dtype=raw.rows.dtype, device=device)
+            target = torch.tensor(stds, dtype=raw.rows.dtype, device=device) * multiplier
             mean, var = raw.moments()
             gain = target / var.add(1e-12).sqrt()
             return LowRank(raw.rows, raw.cols, raw.shape, scale=gain, shift=-mean * gain)
@@ -117,6 +144,7 @@ def normalize_params(raw: Tensor | LowRank, infos: list[ParamInfo], scales: list
         values = flat[index]
         if kind == "std":
             target = torch.tensor([stds[i] for i in members], dtype=flat.dtype, device=device)[:, None]
+            target = target * multiplier[index][:, None]
             if values.shape[1] < 2:
                 values = values.tanh() * target
             else:

@@ -25,7 +25,7 @@ __all__ = ["main", "build_cli", "trainer_defaults"]
 def trainer_defaults() -> dict[str, Any]:
     """Trainer settings of the embedded default run (fresh callback objects on every call)."""
     return {
-        "max_steps": 1500,
+        "max_steps": 900,
         "default_root_dir": "runs/digits_logah_tiny",
         "log_every_n_steps": 10,
         "gradient_clip_val": 1.0,

@@ -14,7 +14,7 @@ __all__ = ["OptimConfig"]
 class OptimConfig:
     """AdamW with linear warmup and cosine decay, stepped every optimizer step."""
 
-    lr: float = 2e-3
+    lr: float = 1e-3
     """Peak learning rate."""
     weight_decay: float = 1e-5
     """AdamW weight decay of the GHN's parameters."""

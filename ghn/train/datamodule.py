@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ghn._logging import get_logger
 from ghn.data import TASKS, TaskData, load_task
-from ghn.data.architectures import ArchitectureDataset, SampledArchitectures, collate_architectures
+from ghn.data.architectures import ArchitectureDataset, SampledArchitectures, collate_architectures, heldout_configs
 from ghn.errors import ConfigError
 from ghn.zoo import lookup_config
 from ghn.zoo.space import SPACES, ArchitectureSampler, adapt_config
@@ -23,8 +23,6 @@ from ghn.zoo.space import SPACES, ArchitectureSampler, adapt_config
 __all__ = ["GHNDataModule"]
 
 logger = get_logger(__name__)
-
-_HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def _archs_batch(items: list) -> dict[str, list]:
@@ -109,10 +107,9 @@ class GHNDataModule(L.LightningDataModule):
                 f"Pick a {self.task.kind} space ({', '.join(n for n in SPACES.names() if SPACES.get(n).task == self.task.kind)})."
             )
         values = self.task_values()
-        heldout = ArchitectureSampler(space, seed=config.seed + _HELDOUT_SEED_OFFSET, task_values=values)
-        heldout_configs = heldout.distinct(config.num_heldout_archs)
-        heldout_configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
-        self.heldout = ArchitectureDataset(heldout_configs, progress=self.progress, description="held-out graphs")
+        configs = heldout_configs(space, values, config.num_heldout_archs, seed=config.seed)
+        configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
+        self.heldout = ArchitectureDataset(configs, progress=self.progress, description="held-out graphs")
         rank = self.trainer.global_rank if self.trainer is not None else 0
         self._sampler = ArchitectureSampler(
             space, seed=config.seed, task_values=values, exclude=self.heldout.hashes

@@ -103,7 +103,7 @@ class GHNModule(L.LightningModule):
         batch_size = x.shape[0]
         self.log("train/loss", task, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/acc", correct / count, prog_bar=True, batch_size=batch_size, sync_dist=True)
-        self.log("train/ppl", math.exp(min(float(task), 50.0)), batch_size=batch_size, sync_dist=True)
+        self.log("train/ppl", math.exp(min(float(task.detach()), 50.0)), batch_size=batch_size, sync_dist=True)
         for family, values in by_family.items():
             self.log(f"train/loss_{family}", torch.stack(values).mean(), batch_size=batch_size, sync_dist=True)
         elapsed = time.perf_counter() - self._step_start

@@ -1,0 +1,252 @@
+"""The evaluation protocol: finite numbers, random init near chance, exact reproducibility, the measures, bad input
+failing before any work, and `ghn eval` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ghn.cli import main
+from ghn.errors import ConfigError, UnknownNameError
+from ghn.evaluate import (
+    INITS,
+    RECIPES,
+    FinetuneRecipe,
+    InitContext,
+    evaluate_ghn,
+    orthogonal_init,
+    parameter_diversity,
+    steps_to_target,
+)
+from ghn.evaluate import protocol
+from ghn.evaluate.measures import METRICS
+from ghn.graph import build_graph
+from ghn.nn import GHN
+from ghn.nn.normalize import param_scales, reference_std
+from ghn.zoo import CNNConfig, ViTConfig
+
+ZOO_TESTS = Path(__file__).resolve().parent / "zoo"
+# Two tiny digits networks: a cell CNN with BatchNorm and a ViT (8x8 images, 1 channel, 10 classes after adaptation).
+ARCHS = [
+    CNNConfig(num_cells=2, init_channels=8),
+    ViTConfig(image_size=8, patch_size=4, depth=2, embed_dim=16, num_heads=2, mlp_ratio=2.0),
+]
+SMALL = {"task": "digits", "archs": ARCHS, "steps": (0, 5), "seeds": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run faster on one intra-op thread, and are immune to oversubscribed cores."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+@pytest.fixture(scope="module")
+def ghn() -> GHN:
+    torch.manual_seed(0)
+    return GHN.from_preset("logah-tiny")
+
+
+@pytest.fixture(scope="module")
+def result(ghn):
+    return evaluate_ghn(ghn, **SMALL)
+
+
+def test_the_protocol_gives_finite_scores_for_every_run(result):
+    assert result.grid == (0, 5) and len(result.runs) == len(ARCHS) * 3
+    for run in result.runs:
+        assert len(run.scores) == 2
+        for scores in run.scores:
+            assert all(math.isfinite(scores[key]) for key in ("loss", "acc", "ppl"))
+            assert 0.0 <= scores["acc"] <= 1.0
+
+
+def test_random_init_is_near_chance_with_no_training(result):
+    for a in range(len(ARCHS)):
+        assert 0.0 <= result.values(a, "random", "acc", 0)[0] <= 0.3
+
+
+def test_steps_to_target_is_measured_against_random(result):
+    for run in result.runs:
+        if run.init == "random":
+            assert run.steps_to_target is not None and run.steps_to_target <= 5
+        if run.speedup is not None:
+            assert run.speedup > 0
+
+
+def test_the_same_seed_reproduces_the_same_table_exactly(ghn, result):
+    again = evaluate_ghn(ghn, **SMALL)
+    assert again.to_markdown() == result.to_markdown()
+    assert [r.scores for r in again.runs] == [r.scores for r in result.runs]
+
+
+def test_markdown_names_no_training_and_after_n_steps(result):
+    text = result.to_markdown()
+    assert "| init | no training: acc (%) | no training: loss | after 5 steps: acc (%) |" in text
+    for init in ("ghn", "random", "orthogonal"):
+        assert f"| {init} |" in text
+    assert text.count("| heldout:") == 0 and text.count("| config:0 | cnn |") == 3
+
+
+def test_json_holds_every_run_as_strict_json(result):
+    data = json.loads(result.to_json())
+    assert data["metrics"] == ["acc", "loss"] and data["steps"] == [0, 5]
+    assert len(data["runs"]) == 6 and data["recipe"]["optimizer"] == "adamw"
+    assert set(data["diversity"]) == {"ghn", "random", "orthogonal"}
+
+
+def test_plots_are_pngs(result, tmp_path):
+    paths = result.plot(tmp_path)
+    assert sorted(p.name for p in paths) == ["acc.png", "acc_per_arch.png", "loss.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_text_tasks_report_loss_perplexity_and_bits_per_byte():
+    from ghn.zoo import GPT2Config
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2)
+    result = evaluate_ghn(
+        None, task="pydoc", task_options={"context": 16}, archs=[config], steps=(0, 2), seeds=1, inits=["random"]
+    )
+    assert [m.key for m in result.metrics] == ["loss", "ppl", "bpb"]
+    scores = result.runs[0].scores[0]
+    assert scores["bpb"] == pytest.approx(scores["loss"] / math.log(2))
+    assert scores["ppl"] == pytest.approx(math.exp(scores["loss"]), rel=1e-5)
+    assert abs(scores["loss"] - math.log(256)) < 1.0  # random init: near uniform over 256 bytes
+    assert "no training: bits/byte" in result.to_markdown()
+
+
+# -- measures -------------------------------------------------------------------------------------------------------
+def test_steps_to_target_is_the_first_grid_step_that_reaches_it():
+    acc, loss = METRICS["image"][0], METRICS["text"][0]
+    assert steps_to_target((0, 20, 40), (0.1, 0.5, 0.7), 0.45, acc) == 20
+    assert steps_to_target((0, 20, 40), (3.0, 2.0, 1.0), 2.5, loss) == 20
+    assert steps_to_target((0, 20), (0.1, 0.2), 0.5, acc) is None
+    assert steps_to_target((0, 20), (math.nan, math.nan), 0.5, acc) is None
+
+
+def test_parameter_diversity_is_zero_for_copies_and_near_one_for_random_tensors():
+    weight = torch.randn(16, 32)
+    assert parameter_diversity([{"w": weight}, {"w": -2 * weight}]) == pytest.approx(0.0, abs=1e-9)
+    independent = [{"w": torch.randn(64, 64), "b": torch.randn(64)} for _ in range(3)]
+    assert parameter_diversity(independent) == pytest.approx(1.0, abs=0.05)
+    assert parameter_diversity([{"w": torch.randn(4, 4)}, {"w": torch.randn(5, 4)}]) is None
+    # only pairs across architectures count: two equal tensors inside one architecture do not lower it
+    assert parameter_diversity([{"a": weight, "b": weight}, {"c": torch.randn(16, 32)}]) > 0.9
+
+
+@pytest.mark.parametrize("name", INITS.names())
+def test_every_registered_init_fills_a_network_with_finite_values(name, ghn):
+    model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 3))
+    INITS.get(name).apply(model, InitContext(build_graph(model, torch.zeros(1, 8)), ghn))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_orthogonal_init_is_orthogonal_at_the_role_scale_with_zero_biases_and_unit_norms():
+    model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.ReLU(), nn.Linear(16, 3))
+    graph = build_graph(model, torch.zeros(1, 8))
+    orthogonal_init(model, InitContext(graph))
+    first, norm, last = model[0], model[1], model[3]
+    scales = param_scales(graph)
+    std = reference_std(graph.params["0.weight"], scales["0.weight"])
+    assert first.weight.pow(2).mean().sqrt().item() == pytest.approx(std, rel=1e-4)
+    gram = first.weight.T @ first.weight  # (8, 8): the 8 columns of a tall matrix are orthogonal
+    torch.testing.assert_close(gram / gram[0, 0], torch.eye(8), atol=1e-4, rtol=0)
+    assert last.weight.pow(2).mean().sqrt().item() == pytest.approx(1 / math.sqrt(16), rel=1e-4)
+    assert first.bias.abs().max() == 0 and (norm.weight == 1).all() and (norm.bias == 0).all()
+
+
+def test_recipes_cover_both_task_kinds_and_validate_their_fields():
+    assert set(RECIPES.names()) == {"image", "text"}
+    assert RECIPES.get("image").grid((0, 50)) == (0, 20, 40, 50)
+    with pytest.raises(ConfigError, match="'optimizer' must be one of"):
+        FinetuneRecipe(optimizer="adam")
+    with pytest.raises(ConfigError, match="'lr' must be positive"):
+        FinetuneRecipe(lr=0.0)
+
+
+# -- bad input fails before any work --------------------------------------------------------------------------------
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a task is loaded or a network is trained."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    monkeypatch.setattr(protocol, "load_task", forbidden)
+    monkeypatch.setattr(protocol, "finetune", forbidden)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"task": "digitz"}, UnknownNameError, "Unknown task 'digitz'. Did you mean 'digits'"),
+        ({"archs": "zoo:resnt18"}, UnknownNameError, "Unknown zoo preset or family 'resnt18'"),
+        ({"archs": "zoo:resnet18,bogus"}, ConfigError, "'bogus' is neither 'heldout:N'"),
+        ({"archs": "heldout:x"}, ConfigError, "needs a positive count"),
+        ({"steps": (0, 50, 20)}, ConfigError, "strictly increasing"),
+        ({"steps": (0, -5)}, ConfigError, "non-negative integers"),
+        ({"inits": ["ghn", "xavier"]}, UnknownNameError, "Unknown init 'xavier'"),
+        ({"seeds": 0}, ConfigError, "at least 1"),
+        ({"device": "gpu0"}, ConfigError, "Unknown device 'gpu0'"),
+    ],
+)
+def test_bad_input_raises_before_any_work(ghn, no_work, options, error, match):
+    with pytest.raises(error, match=match):
+        evaluate_ghn(ghn, **{**SMALL, **options})
+
+
+def test_the_ghn_init_needs_a_ghn(no_work):
+    with pytest.raises(ConfigError, match="Init 'ghn' needs a GHN"):
+        evaluate_ghn(None, **SMALL)
+
+
+def test_heldout_needs_a_space_when_the_metadata_has_none(ghn, monkeypatch):
+    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: pytest.fail("trained before checking the space"))
+    with pytest.raises(ConfigError, match="needs the GHN's architecture space"):
+        evaluate_ghn(ghn, **{**SMALL, "archs": "heldout:2"})
+
+
+def test_specs_that_do_not_build_or_do_not_fit_the_task_fail_before_training(ghn, monkeypatch):
+    monkeypatch.syspath_prepend(str(ZOO_TESTS))
+    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: pytest.fail("trained before checking the archs"))
+    with pytest.raises(ConfigError, match="returned a 'int', not an nn.Module"):
+        evaluate_ghn(ghn, **{**SMALL, "archs": "module:zoo_factories:make_number"})
+    with pytest.raises(ConfigError, match="does not run on 'digits' inputs of shape"):
+        evaluate_ghn(ghn, **{**SMALL, "archs": "module:zoo_factories:make_mlp"})
+
+
+# -- ghn eval ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ghn_dir(ghn, tmp_path_factory) -> Path:
+    """The untrained GHN saved like `ghn train` saves one, over the CPU-sized ViT space."""
+    values = {"in_channels": 1, "image_size": 8, "num_classes": 10}
+    path = tmp_path_factory.mktemp("ghn") / "ghn"
+    ghn.save_pretrained(path, task="digits", space="vits-tiny", task_kind="image", task_values=values, steps=0)
+    return path
+
+
+def test_ghn_eval_writes_the_table_json_and_plots(ghn_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--ghn", str(ghn_dir), "--archs", "heldout:2", "--steps", "0,3", "--seeds", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "no training: acc (%)" in printed and "after 3 steps: acc (%)" in printed and "| heldout:1 |" in printed
+    assert {p.name for p in out.iterdir()} == {"results.md", "results.json", "acc.png", "loss.png", "acc_per_arch.png"}
+    data = json.loads((out / "results.json").read_text())
+    assert data["task"] == "digits" and data["inits"] == ["ghn", "random", "orthogonal"]
+    assert [a["name"] for a in data["archs"]] == ["heldout:0", "heldout:1"]
+
+
+def test_ghn_eval_reports_bad_steps_with_exit_code_2(ghn_dir, capsys):
+    assert main(["eval", "--ghn", str(ghn_dir), "--steps", "0,100,50"]) == 2
+    assert "strictly increasing" in capsys.readouterr().err
+    assert main(["eval", "--ghn", str(ghn_dir), "--steps", "0,a"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
