@@ -39,9 +39,11 @@ ARCHS = [
 SMALL = {"task": "digits", "archs": ARCHS, "steps": (0, 5), "seeds": 1}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Tiny networks run faster on one intra-op thread, and are immune to oversubscribed cores."""
+    """Tiny networks run faster on one intra-op thread, and are immune to oversubscribed cores. Module-scoped, so
+    the module-scoped result is computed with the same thread count as the runs compared with it (reductions
+    split over threads round differently)."""
     num_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

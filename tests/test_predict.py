@@ -69,6 +69,9 @@ class TinyLM(nn.Module):
         return self.out(torch.tanh(self.mix(self.norm(self.embed(tokens)))))
 
 
+#: Every untrained GHN preset starts with this classifier-head gain (see ghn/nn/normalize.py).
+UNTRAINED_CLASSIFIER_GAIN = GHN.from_preset("logah-tiny").classifier_gain
+
 def _mlp(*widths: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
@@ -110,11 +113,11 @@ def _sample(prediction: torch.Tensor | LowRank, max_rows: int = 16) -> torch.Ten
     return LowRank(rows, prediction.cols, shape, prediction.scale, prediction.shift).materialize().reshape(-1)
 
 
-def _check_values(name: str, info, values: torch.Tensor, scale) -> None:
+def _check_values(name: str, info, values: torch.Tensor, scale, classifier_gain: float = 1.0) -> None:
     """Finite, and for a standardized role a std within 0.5x-2x of the reference init."""
     assert torch.isfinite(values).all(), f"{name!r} has non-finite values"
     if info.role in STANDARDIZED_ROLES and values.numel() > 1:
-        ratio = values.std().item() / reference_std(info, scale)
+        ratio = values.std().item() / reference_std(info, scale, classifier_gain=classifier_gain)
         assert 0.5 <= ratio <= 2.0, f"{name!r} ({info.role}, {info.shape}): std is {ratio:.2f}x the reference"
 
 
@@ -129,15 +132,17 @@ def _check_graph_predictions(ghn_model: GHN, graph) -> None:
             info = graph.params[name]
             shape = prediction.shape if isinstance(prediction, LowRank) else tuple(prediction.shape)
             assert tuple(shape) == info.shape, name
-            _check_values(name, info, _sample(prediction), scales[name])
+            _check_values(name, info, _sample(prediction), scales[name], ghn_model.classifier_gain)
             seen.append(name)
     assert len(seen) == len(set(seen))
     assert set(seen) == {name for name, info in graph.params.items() if info.trainable}
 
 
 def _check_predicted_model(model: nn.Module, report: PredictionReport) -> None:
-    """`predict` filled every parameter with real, finite, well-scaled values and said so."""
-    assert report.is_complete, str(report)
+    """`predict` filled every parameter with real, finite, well-scaled values and said so (buffers a GHN cannot
+    know, such as a meta Llama's rotary frequencies, are reported apart)."""
+    assert not report.not_predicted, str(report)
+    assert report.is_complete == (not report.uninitialized_buffers)
     assert model.ghn_report is report
     assert report.num_predicted_params == report.num_total_params > 0
     graph = build_graph(model)
@@ -145,7 +150,7 @@ def _check_predicted_model(model: nn.Module, report: PredictionReport) -> None:
     for name, info in graph.params.items():
         param = model.get_parameter(name)
         assert not param.is_meta, name
-        _check_values(name, info, param.detach(), scales[name])
+        _check_values(name, info, param.detach(), scales[name], UNTRAINED_CLASSIFIER_GAIN)
     assert not any(b.is_meta for b in model.buffers())
 
 
@@ -383,7 +388,7 @@ def test_meta_model_buffers_that_are_not_running_stats_are_zeroed_and_reported(l
     _, report = predict(model, logah_tiny, example_inputs=torch.zeros(1, 4), return_report=True)
     assert report.uninitialized_buffers == ["scale"]
     assert torch.equal(model.scale, torch.zeros(4))
-    assert report.is_complete  # every parameter was predicted; the buffer is reported apart
+    assert not report.not_predicted and not report.is_complete  # every parameter predicted; the buffer is not
     assert "buffers set to zeros" in str(report)
 
 

@@ -95,23 +95,38 @@ class EvalResult:
         """Column name of a metric after `step` steps: 'no training: acc (%)', 'after 100 steps: loss'."""
         return f"{'no training' if step == 0 else f'after {step} steps'}: {metric.label}"
 
-    def summary_table(self) -> tuple[list[str], list[list[str]]]:
-        """(headers, rows) of the table averaged over architectures, one row per init (mean ± std over seeds)."""
-        headers = ["init"] + [self.column(s, m) for s in self.steps for m in self.metrics]
-        has_target = "random" in self.inits and self.steps[-1] > 0
-        headers += ["steps to target", "speed-up"] if has_target else []
-        headers.append("diversity")
+    def summary(self) -> list[dict[str, Any]]:
+        """The numbers of the averaged table, one dict per init: 'init'; per reported step and metric, the per-seed
+        means over architectures ('scores': {column: [value per seed]}, unscaled); 'steps_to_target' (steps of the
+        runs that reach the target), 'num_runs', 'speedup' (geometric mean, None if no run reaches the target) and
+        'diversity'."""
         rows = []
         for init in self.inits:
-            row = [init] + [_mean_std(self.averaged(init, m.key, s), m.scale) for s in self.steps for m in self.metrics]
+            runs = [r for r in self.runs if r.init == init]
+            speedups = [r.speedup for r in runs if r.speedup is not None]
+            rows.append({
+                "init": init,
+                "scores": {self.column(s, m): self.averaged(init, m.key, s) for s in self.steps for m in self.metrics},
+                "steps_to_target": [r.steps_to_target for r in runs if r.steps_to_target is not None],
+                "num_runs": len(runs),
+                "speedup": math.exp(statistics.fmean(map(math.log, speedups))) if speedups else None,
+                "diversity": self.diversity.get(init),
+            })  # fmt: skip
+        return rows
+
+    def summary_table(self) -> tuple[list[str], list[list[str]]]:
+        """(headers, rows) of the table averaged over architectures, one row per init (mean ± std over seeds)."""
+        columns = [(self.column(s, m), m) for s in self.steps for m in self.metrics]
+        has_target = "random" in self.inits and self.steps[-1] > 0
+        headers = ["init"] + [name for name, _ in columns] + (["steps to target", "speed-up"] if has_target else [])
+        headers.append("diversity")
+        rows = []
+        for item in self.summary():
+            row = [item["init"]] + [_mean_std(item["scores"][name], m.scale) for name, m in columns]
             if has_target:
-                runs = [r for r in self.runs if r.init == init]
-                reached = [r.steps_to_target for r in runs if r.steps_to_target is not None]
-                speedups = [r.speedup for r in runs if r.speedup is not None]
-                row.append(_reached(reached, len(runs)))
-                row.append(f"{math.exp(statistics.fmean(map(math.log, speedups))):.2f}x" if speedups else "n/a")
-            diversity = self.diversity.get(init)
-            row.append("n/a" if diversity is None else f"{diversity:.3f}")
+                row.append(_reached(item["steps_to_target"], item["num_runs"]))
+                row.append("n/a" if item["speedup"] is None else f"{item['speedup']:.2f}x")
+            row.append("n/a" if item["diversity"] is None else f"{item['diversity']:.3f}")
             rows.append(row)
         return headers, rows
 

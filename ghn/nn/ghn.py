@@ -77,6 +77,11 @@ class GHN(nn.Module):
 
         return save_ghn(self, path, **metadata)
 
+    @property
+    def classifier_gain(self) -> float:
+        """The learned multiplier of classifier-head std (see ghn/nn/normalize.py)."""
+        return float(self.log_classifier_gain.detach().exp())
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

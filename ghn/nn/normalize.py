@@ -90,15 +90,16 @@ def _activation_after(graph: ComputationGraph, index: int, children: dict[int, l
     return child.activation if child.op.endswith("_norm") else None
 
 
-def reference_std(info: ParamInfo, scale: ParamScale) -> float | None:
-    """Std the rules above give a weight-like parameter; None for roles that are bounded instead."""
+def reference_std(info: ParamInfo, scale: ParamScale, *, classifier_gain: float = 1.0) -> float | None:
+    """Std the rules above give a weight-like parameter (classifier heads times the GHN's `classifier_gain`); None
+    for roles that are bounded instead."""
     role = info.role
     if role == "other":
         role = "weight" if len(info.shape) >= 2 else "bias"
     if role == "weight":
         return scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
     if role == "classifier":
-        return 1.0 / math.sqrt(max(info.fan_in, 1))
+        return classifier_gain / math.sqrt(max(info.fan_in, 1))
     if role in ("embedding", "position_embedding"):
         return EMBEDDING_STD
     return None

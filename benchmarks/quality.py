@@ -1,0 +1,129 @@
+"""Quality of trained GHNs (issue 5): `ghn.evaluate.evaluate_ghn` on each GHN's own task and held-out architectures,
+GHN-predicted vs random vs orthogonal init, with no training and after fine-tuning. Prints the table and writes it,
+with the command that produced it, into `benchmarks/RESULTS.md` between `<!-- SECTION:start -->` and
+`<!-- SECTION:end -->` (added at the end of the file when missing).
+
+    python benchmarks/quality.py                                  # the newest runs/*/lightning_logs/*/ghn
+    python benchmarks/quality.py runs/a/ghn runs/b/ghn --labels low-rank block   # two GHNs in one table
+
+Each GHN runs the whole protocol (its own random and orthogonal rows too), so two GHNs take twice as long; on the
+same task, space and seed they see the same architectures, and their random rows are equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere: find _timing
+
+from _timing import append_jsonl, environment, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ghn.evaluate import evaluate_ghn
+
+    paths = [Path(p) for p in args.ghns] or [_newest_run()]
+    labels = args.labels or [_label(p) for p in paths]
+    if len(labels) != len(paths):
+        raise SystemExit(f"--labels needs one label per GHN ({len(paths)}), got {len(labels)}.")
+    env = environment(args.device)
+    results, rows, seconds = [], [], []
+    for path, label in zip(paths, labels):
+        start = time.perf_counter()
+        result = evaluate_ghn(
+            path, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
+            inits=args.inits.split(","), device=args.device, progress=True,
+        )  # fmt: skip
+        seconds.append(time.perf_counter() - start)
+        results.append(result)
+        rows += [{**env, **row, "label": label, "seconds": seconds[-1]} for row in _rows(result)]
+        if args.eval_out:
+            result.save(Path(args.eval_out) / label)
+    section = _section(results, labels, seconds, env, argv if argv is not None else sys.argv[1:])
+    print(section)
+    if args.out:
+        append_jsonl(args.out, rows)
+    if not args.dry_run:
+        name = args.section or ("quality" if len(paths) == 1 else "quality-compare")
+        write_section(Path(args.results), name, section)
+        print(f"\nUpdated section {name!r} of {args.results}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("ghns", nargs="*", metavar="GHN_DIR", help="saved GHN directories (default: newest run)")
+    parser.add_argument("--labels", nargs="+", help="one name per GHN for the table (default: its run directory)")
+    parser.add_argument("--archs", default="heldout:10", help="architectures (default heldout:10)")
+    parser.add_argument("--steps", default="0,100", help="fine-tuning step counts (default 0,100)")
+    parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
+    parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
+    parser.add_argument("--device", default="cpu", help="where the networks train (default cpu)")
+    parser.add_argument("--out", help="append one JSON row per GHN and init to this JSONL file")
+    parser.add_argument("--eval-out", help="also save each result (results.md/json, plots) under DIR/<label>")
+    parser.add_argument("--results", default=str(RESULTS), help="the Markdown file to update")
+    parser.add_argument("--section", help="marker name (default 'quality', or 'quality-compare' for several GHNs)")
+    parser.add_argument("--dry-run", action="store_true", help="print the section without writing the results file")
+    return parser
+
+
+def _newest_run() -> Path:
+    found = sorted(ROOT.glob("runs/*/lightning_logs/*/ghn"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit("No GHN under runs/*/lightning_logs/*/ghn. Train one (python train_ghn.py) or pass its path.")
+    return found[-1]
+
+
+def _label(path: Path) -> str:
+    parts = path.resolve().parts
+    return "/".join(parts[-4:-1]) if "lightning_logs" in parts else path.name
+
+
+def _rows(result) -> list[dict]:
+    """One JSONL row per init: `EvalResult.summary()` (per-seed values of each column) and the run's settings."""
+    base = {"task": result.task, "ghn": result.ghn, "archs": [a.name for a in result.archs],
+            "seeds": list(result.seeds), "steps": list(result.steps)}
+    return [{**base, **row} for row in result.summary()]
+
+
+def _section(results, labels: list[str], seconds: list[float], env: dict, argv: Sequence[str]) -> str:
+    command = "python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in argv)
+    lines = [
+        f"Command: `{command.strip()}` (git {env['git_sha']}, torch {env['torch']}, {env['device_name']}, "
+        f"{env['timestamp']}; {', '.join(f'{s / 60:.1f} min' for s in seconds)} wall).",
+        "",
+    ]
+    if len(results) > 1:
+        headers, _ = results[0].summary_table()
+        rows = [[label] + row for label, result in zip(labels, results) for row in result.summary_table()[1]]
+        lines += ["Averaged over architectures, per GHN:", "", markdown_table(["GHN", *headers], rows), ""]
+    for label, result in zip(labels, results):
+        lines += [f"**{label}**: {result.to_markdown()}" if len(results) > 1 else result.to_markdown()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace what lies between `<!-- name:start -->` and `<!-- name:end -->` in `path` (append both if missing)."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, count=1, flags=re.S)
+    else:
+        title = "Quality: GHN vs random vs orthogonal init" + (" (comparison)" if name != "quality" else "")
+        text = text.rstrip() + f"\n\n## {title} (`benchmarks/quality.py`, issue 5)\n\n{block}\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
