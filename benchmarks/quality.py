@@ -30,7 +30,12 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import torch
+
     from ghn.evaluate import evaluate_ghn
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     paths = [Path(p) for p in args.ghns] or [_newest_run()]
     labels = args.labels or [_label(p) for p in paths]
@@ -43,12 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate_ghn(
             path, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
             inits=args.inits.split(","), device=args.device, progress=True,
+            workers=args.workers if args.device == "cpu" else 1,
         )  # fmt: skip
         seconds.append(time.perf_counter() - start)
         results.append(result)
         rows += [{**env, **row, "label": label, "seconds": seconds[-1]} for row in _rows(result)]
         if args.eval_out:
-            result.save(Path(args.eval_out) / label)
+            result.save(Path(args.eval_out) / label.replace("/", "_"))
     section = _section(results, labels, seconds, env, argv if argv is not None else sys.argv[1:])
     print(section)
     if args.out:
@@ -69,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
     parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
     parser.add_argument("--device", default="cpu", help="where the networks train (default cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, fastest for tiny nets)")
+    parser.add_argument("--workers", type=int, default=2, help="processes side by side on CPU (default 2; 1 on GPU)")
     parser.add_argument("--out", help="append one JSON row per GHN and init to this JSONL file")
-    parser.add_argument("--eval-out", help="also save each result (results.md/json, plots) under DIR/<label>")
+    parser.add_argument("--eval-out", help="also save each result (results.md/json, plots) under DIR/<label with '/' as '_'>")
     parser.add_argument("--results", default=str(RESULTS), help="the Markdown file to update")
     parser.add_argument("--section", help="marker name (default 'quality', or 'quality-compare' for several GHNs)")
     parser.add_argument("--dry-run", action="store_true", help="print the section without writing the results file")

@@ -257,6 +257,7 @@ COMMANDS.register(
     ),
 )
 
+
 # -- ghn eval ---------------------------------------------------------------------------------------------------------
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -282,6 +283,14 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, metavar="N", help="score every N steps (default: the task's recipe)")
     parser.add_argument("--out", metavar="DIR", help="write results.md, results.json and PNG plots into DIR")
     parser.add_argument("--device", default="cpu", help="where the GHN runs and the networks train (default cpu)")
+    parser.add_argument(
+        "--threads", type=int, default=1, metavar="N",
+        help="CPU threads per operation (default 1: small networks run fastest on one; 0 keeps torch's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes running architectures side by side (default: one per usable CPU core on cpu, 1 on cuda)",
+    )  # fmt: skip
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -300,6 +309,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         INITS.get(name)
     parse_archs(args.archs)
     options = dict(_key_value(item) for item in args.task_option)
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads!r}.")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the command owns its process; tiny convs lose time syncing threads
     hypernet = from_pretrained(args.ghn, map_location=args.device, progress=sys.stderr.isatty())
     recipe = None
     if args.eval_every is not None:
@@ -308,6 +323,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     result = evaluate_ghn(
         hypernet, task=args.task, archs=args.archs, steps=steps, seeds=args.seeds, inits=inits, device=args.device,
         progress=sys.stderr.isatty(), recipe=recipe, task_options=options, space=args.space,
+        workers=args.workers or _default_workers(args.device),
     )  # fmt: skip
     print(result.to_markdown())
     if args.out:
@@ -327,6 +343,16 @@ def _key_value(item: str) -> tuple[str, object]:
         except ValueError:
             pass
     return key, {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _default_workers(device: str) -> int:
+    """One per CPU core this process may use when training on the CPU; 1 on an accelerator."""
+    import os
+
+    if not device.startswith("cpu"):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)
 
 
 def _task_kind(name: str) -> str:

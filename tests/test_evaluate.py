@@ -19,6 +19,7 @@ from ghn.evaluate import (
     FinetuneRecipe,
     InitContext,
     evaluate_ghn,
+    filter_similarity,
     orthogonal_init,
     parameter_diversity,
     steps_to_target,
@@ -89,6 +90,14 @@ def test_the_same_seed_reproduces_the_same_table_exactly(ghn, result):
     assert [r.scores for r in again.runs] == [r.scores for r in result.runs]
 
 
+def test_worker_processes_give_the_same_numbers(ghn, result):
+    parallel = evaluate_ghn(ghn, **SMALL, workers=2)
+    assert [(r.arch, r.init, r.seed, r.scores) for r in parallel.runs] == [
+        (r.arch, r.init, r.seed, r.scores) for r in result.runs
+    ]
+    assert parallel.diversity == result.diversity and parallel.to_markdown() == result.to_markdown()
+
+
 def test_markdown_names_no_training_and_after_n_steps(result):
     text = result.to_markdown()
     assert "| init | no training: acc (%) | no training: loss | after 5 steps: acc (%) |" in text
@@ -101,7 +110,8 @@ def test_json_holds_every_run_as_strict_json(result):
     data = json.loads(result.to_json())
     assert data["metrics"] == ["acc", "loss"] and data["steps"] == [0, 5]
     assert len(data["runs"]) == 6 and data["recipe"]["optimizer"] == "adamw"
-    assert set(data["diversity"]) == {"ghn", "random", "orthogonal"}
+    assert set(data["diversity"]) == set(data["similarity"]) == {"ghn", "random", "orthogonal"}
+    assert all(0.0 <= value <= 1.0 for value in data["similarity"].values())
 
 
 def test_plots_are_pngs(result, tmp_path):
@@ -142,6 +152,14 @@ def test_parameter_diversity_is_zero_for_copies_and_near_one_for_random_tensors(
     assert parameter_diversity([{"w": torch.randn(4, 4)}, {"w": torch.randn(5, 4)}]) is None
     # only pairs across architectures count: two equal tensors inside one architecture do not lower it
     assert parameter_diversity([{"a": weight, "b": weight}, {"c": torch.randn(16, 32)}]) > 0.9
+
+
+def test_filter_similarity_is_one_for_rank_one_tensors_and_small_for_random_ones():
+    collapsed = torch.randn(32, 1) @ torch.randn(1, 64)  # every row the same direction (up to sign)
+    assert filter_similarity([{"w": collapsed}]) == pytest.approx(1.0)
+    expected = math.sqrt(2 / (math.pi * 256))  # E|cos| of independent random vectors in 256 dimensions
+    assert filter_similarity([{"w": torch.randn(64, 256)}]) == pytest.approx(expected, rel=0.1)
+    assert filter_similarity([{"b": torch.randn(8)}, {"w": torch.randn(1, 8)}]) is None
 
 
 @pytest.mark.parametrize("name", INITS.names())
@@ -198,6 +216,7 @@ def no_work(monkeypatch):
         ({"inits": ["ghn", "xavier"]}, UnknownNameError, "Unknown init 'xavier'"),
         ({"seeds": 0}, ConfigError, "at least 1"),
         ({"device": "gpu0"}, ConfigError, "Unknown device 'gpu0'"),
+        ({"workers": 0}, ConfigError, "workers must be a positive integer"),
     ],
 )
 def test_bad_input_raises_before_any_work(ghn, no_work, options, error, match):

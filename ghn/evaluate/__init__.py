@@ -9,7 +9,7 @@ Recipes are in `ghn/evaluate/recipe.py`, inits in `inits.py`, the measures in `m
 """
 
 from ghn.evaluate.inits import INITS, InitContext, InitSpec, orthogonal_init
-from ghn.evaluate.measures import METRICS, MetricSpec, parameter_diversity, steps_to_target
+from ghn.evaluate.measures import METRICS, MetricSpec, filter_similarity, parameter_diversity, steps_to_target
 from ghn.evaluate.protocol import check_steps, evaluate_ghn, parse_archs
 from ghn.evaluate.recipe import RECIPES, FinetuneRecipe, finetune
 from ghn.evaluate.result import ArchInfo, EvalResult, RunResult, markdown_table
@@ -27,6 +27,7 @@ __all__ = [
     "RunResult",
     "check_steps",
     "evaluate_ghn",
+    "filter_similarity",
     "finetune",
     "markdown_table",
     "orthogonal_init",

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["MetricSpec", "METRICS", "add_bits_per_byte", "is_better", "parameter_diversity", "steps_to_target"]
+__all__ = [
+    "MetricSpec",
+    "METRICS",
+    "add_bits_per_byte",
+    "filter_similarity",
+    "is_better",
+    "parameter_diversity",
+    "steps_to_target",
+]
+
+_MAX_ROWS = 256  # rows of a tensor compared by `filter_similarity` (the first ones), so a 50257-row embedding is cheap
 
 
 @dataclass(frozen=True)
@@ -87,3 +97,31 @@ def parameter_diversity(params: Sequence[Mapping[str, Tensor]]) -> float | None:
         total += float((1.0 - cosine)[pairs].sum())
         count += int(pairs.sum())
     return total / count if count else None
+
+
+def filter_similarity(params: Sequence[Mapping[str, Tensor]]) -> float | None:
+    """Mean absolute cosine similarity between the rows (output units) of each weight tensor: the collapse inside a
+    tensor that `parameter_diversity`, which compares architectures, cannot see.
+
+    Every tensor of 2+ dimensions and 2+ rows is viewed as (rows, the rest) in its stored layout (its first
+    `_MAX_ROWS` rows); its score is the mean of |cos(row i, row j)| over i != j; the result is the mean over all
+    such tensors of all architectures. Independent random rows of length P score about sqrt(2 / (pi * P)); copied
+    or rank-1 rows score 1, and such units stay alike while they train, so fine-tuning is slow.
+
+    Args:
+        params: one {name: tensor} per architecture.
+
+    Returns:
+        The mean similarity, or None when no tensor has two rows.
+    """
+    scores = []
+    for named in params:
+        for tensor in named.values():
+            if tensor.dim() < 2 or tensor.shape[0] < 2:
+                continue
+            rows = tensor.detach()[:_MAX_ROWS].flatten(1).double().cpu()  # (K, P)
+            rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            cosine = (rows @ rows.T).abs()  # (K, K)
+            num = rows.shape[0]
+            scores.append(float((cosine.sum() - cosine.diagonal().sum()) / (num * (num - 1))))
+    return sum(scores) / len(scores) if scores else None

@@ -4,6 +4,7 @@ never saw, with no training and after a few fine-tuning steps, and how many step
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,13 @@ from ghn.data.architectures import heldout_configs, make_architecture, task_valu
 from ghn.data.metrics import logits_of
 from ghn.errors import ConfigError
 from ghn.evaluate.inits import INITS, InitContext, InitSpec
-from ghn.evaluate.measures import MetricSpec, add_bits_per_byte, parameter_diversity, steps_to_target
+from ghn.evaluate.measures import (
+    MetricSpec,
+    add_bits_per_byte,
+    filter_similarity,
+    parameter_diversity,
+    steps_to_target,
+)
 from ghn.evaluate.recipe import RECIPES, FinetuneRecipe, finetune
 from ghn.evaluate.result import ArchInfo, EvalResult, RunResult
 from ghn.graph import ComputationGraph, build_graph
@@ -59,6 +66,7 @@ def evaluate_ghn(
     recipe: FinetuneRecipe | None = None,
     task_options: Mapping[str, Any] | None = None,
     space: str | None = None,
+    workers: int = 1,
 ) -> EvalResult:
     """Score networks initialized by the GHN, by the family's random init and orthogonally, on a task's test split
     with no training and after fine-tuning, on architectures the GHN did not train on.
@@ -71,8 +79,9 @@ def evaluate_ghn(
 
     Steps-to-target of a run is the first scored step at which its primary metric (accuracy for images, loss for
     text) reaches the random init's value after the last step count, for the same architecture and seed; its
-    speed-up is random's steps-to-target divided by its own (at least 1). Diversity is
-    `ghn.evaluate.parameter_diversity` of each init's parameters before training (first seed).
+    speed-up is random's steps-to-target divided by its own (at least 1). Diversity and filter similarity are
+    `ghn.evaluate.parameter_diversity` and `filter_similarity` of each init's parameters before training (first
+    seed).
 
     Example:
         >>> result = evaluate_ghn("runs/ghn", archs="heldout:10", steps=(0, 100), seeds=2)
@@ -92,6 +101,8 @@ def evaluate_ghn(
         recipe: fine-tuning recipe; default `RECIPES.get(task kind)`.
         task_options: options of the task loader (`load_task`), over those the GHN's metadata implies.
         space: the space 'heldout:N' draws from, for a GHN whose metadata has none.
+        workers: CPU processes that run architectures side by side (forked, one thread each; results are the same
+            as with 1). Use one per core for many small networks; CPU only, and needs the 'fork' start method.
 
     Returns:
         Every score of every run, with `to_markdown()`, `to_json()`, `plot(dir)` and `save(dir)`.
@@ -104,19 +115,24 @@ def evaluate_ghn(
     """
     steps, seeds, init_specs = check_steps(steps), _check_seeds(seeds), _check_inits(inits, ghn)
     device = _check_device(device)
+    _check_workers(workers, device)
     parsed = parse_archs(archs)
     if isinstance(ghn, (str, Path)):
         label, ghn = str(ghn), load_ghn(ghn)
     else:
         label = ghn.metadata.get("name", "in-memory GHN") if ghn is not None else "none"
     metadata = ghn.metadata if ghn is not None else {}
-    if isinstance(task, str) or task is None:
+    if isinstance(task, TaskData):
+        if task_options:
+            raise ConfigError("task_options apply when a task is loaded by name; pass task='<name>' or no options.")
+    else:
         task = _load_task(task, metadata, task_options, recipe)
     recipe = recipe or RECIPES.get(task.kind)
-    if len(task.train) < recipe.batch_size:  # type: ignore[arg-type]
+    num_train = len(task.train)  # type: ignore[arg-type]
+    if num_train < recipe.batch_size:
         raise ConfigError(
-            f"Task {task.name!r} has {len(task.train)} training samples, fewer than one batch of "  # type: ignore[arg-type]
-            f"{recipe.batch_size}. Use a recipe with a smaller batch_size."
+            f"Task {task.name!r} has {num_train} training samples, fewer than one batch of {recipe.batch_size}. "
+            "Use a recipe with a smaller batch_size."
         )
     targets = _build_targets(parsed, task, metadata, space, has_ghn=ghn is not None)
     result = EvalResult(
@@ -124,7 +140,7 @@ def evaluate_ghn(
         seeds=seeds, steps=steps, grid=recipe.grid(steps), recipe=recipe,
         is_byte_level=isinstance(task.tokenizer, ByteTokenizer),
     )
-    _run_all(result, targets, init_specs, ghn, task, device, progress)
+    _run_all(result, targets, init_specs, ghn, task, device, progress, workers)
     return result
 
 
@@ -135,7 +151,9 @@ def check_steps(steps: Sequence[int]) -> tuple[int, ...]:
     if not steps or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in steps):
         raise ConfigError(f"Step counts must be non-negative integers, got {steps!r}. Pass e.g. (0, 50, 200).")
     if any(b <= a for a, b in zip(steps, steps[1:])):
-        raise ConfigError(f"Step counts must be strictly increasing, got {steps!r}. Pass e.g. {tuple(sorted(set(steps)))!r}.")
+        raise ConfigError(
+            f"Step counts must be strictly increasing, got {steps!r}. Pass e.g. {tuple(sorted(set(steps)))!r}."
+        )
     return steps if steps[0] == 0 else (0, *steps)
 
 
@@ -155,7 +173,9 @@ def _check_inits(inits: Sequence[str], ghn: Any) -> list[InitSpec]:
         raise ConfigError(f"inits must be a non-empty list of distinct names from {INITS.names()}, got {inits!r}.")
     specs = [INITS.get(name) for name in inits]
     if ghn is None and any(spec.uses_ghn for spec in specs):
-        raise ConfigError("Init 'ghn' needs a GHN, but ghn is None. Pass a GHN or its path, or leave 'ghn' out of inits.")
+        raise ConfigError(
+            "Init 'ghn' needs a GHN, but ghn is None. Pass a GHN or its path, or leave 'ghn' out of inits."
+        )
     return specs
 
 
@@ -165,8 +185,18 @@ def _check_device(device: str | torch.device) -> torch.device:
     except RuntimeError as err:
         raise ConfigError(f"Unknown device {str(device)!r}. Use 'cpu', 'cuda' or 'cuda:N'.") from err
     if device.type == "meta" or (device.type == "cuda" and not torch.cuda.is_available()):
-        raise ConfigError(f"Cannot train on device {str(device)!r} here. Use 'cpu'{', or cuda' if torch.cuda.is_available() else ''}.")
+        usable = "'cpu' or 'cuda'" if torch.cuda.is_available() else "'cpu' (no CUDA device is available)"
+        raise ConfigError(f"Cannot train on device {str(device)!r} here. Use {usable}.")
     return device
+
+
+def _check_workers(workers: int, device: torch.device) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}.")
+    if workers > 1 and device.type != "cpu":
+        raise ConfigError(f"workers > 1 runs CPU processes; with device {str(device)!r} use workers=1.")
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigError("workers > 1 needs the 'fork' start method, which this platform lacks; use workers=1.")
 
 
 def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
@@ -179,7 +209,9 @@ def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
     """
     items = [s.strip() for s in archs.split(",") if s.strip()] if isinstance(archs, str) else list(archs)
     if not items:
-        raise ConfigError(f"No architectures given ({archs!r}). Pass 'heldout:10' or specs such as 'zoo:resnet18-cifar'.")
+        raise ConfigError(
+            f"No architectures given ({archs!r}). Pass 'heldout:10' or specs such as 'zoo:resnet18-cifar'."
+        )
     parsed: list[tuple[str, Any]] = []
     for item in items:
         if is_dataclass(item) and not isinstance(item, type):
@@ -265,9 +297,9 @@ def _heldout(num: int, task: TaskData, metadata: Mapping[str, Any], space: str |
     drawn = [config_hash(c) for c in configs[: len(recorded)]]
     if recorded and drawn != recorded[: len(drawn)]:
         logger.warning(
-            "The held-out architectures drawn for %r differ from those the GHN recorded; it may have been trained "
-            "with another seed (metadata 'seed' is missing). The results are still for unseen draws of the space, "
-            "but some may have been trained on.", name,
+            "The held-out architectures drawn from %r differ from those the GHN recorded, so some may have been "
+            "trained on (was it trained with a seed other than the metadata's 'seed', default 0?). Pass "
+            "architectures by spec to be sure.", name,
         )
     return configs
 
@@ -308,34 +340,94 @@ def _check_fits(target: _Target, task: TaskData) -> None:
 
 
 # -- the runs -------------------------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    """Everything the runs of one evaluation share; forked worker processes inherit it (nothing is pickled)."""
+
+    result: EvalResult
+    targets: list[_Target]
+    contexts: list[InitContext]
+    inits: list[InitSpec]
+    task: TaskData
+    eval_batches: list
+    device: torch.device
+
+
+_JOB: _Job | None = None  # set only while a worker pool runs, for the forked workers to read
+
+
 def _run_all(
     result: EvalResult, targets: list[_Target], inits: list[InitSpec], ghn: GHN | None, task: TaskData,
-    device: torch.device, progress: bool,
+    device: torch.device, progress: bool, workers: int,
 ) -> None:
+    """Run every (architecture, seed, init), in this process or in `workers` forked processes (one architecture
+    at a time each, one thread each); results come back in architecture order either way, so they are identical."""
     from tqdm.auto import tqdm
 
+    global _JOB
     loader = DataLoader(task.test, batch_size=result.recipe.eval_batch_size, shuffle=False)
     eval_batches = [(x.to(device), y.to(device)) for x, y in loader]
+    contexts = [InitContext(t.graph, ghn) for t in targets]
+    job = _Job(result, targets, contexts, inits, task, eval_batches, device)
     snapshots: dict[str, list[dict[str, torch.Tensor]]] = {spec.name: [] for spec in inits}
     total = len(targets) * len(inits) * len(result.seeds)
     with tqdm(total=total, desc="ghn eval", unit="run", disable=not (progress and sys.stderr.isatty())) as bar:
-        for a, target in enumerate(targets):
-            context = InitContext(target.graph, ghn)
-            for seed in result.seeds:
-                for spec in inits:
-                    bar.set_postfix_str(f"{target.info.name} {spec.name} seed {seed}")
-                    start = time.perf_counter()
-                    model = _initialized(target, spec, context, seed, device)
-                    if seed == result.seeds[0]:
-                        snapshots[spec.name].append(
-                            {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.dim() >= 2}
-                        )
-                    scores = _finetune(model, task, eval_batches, result, seed, device)
-                    result.runs.append(RunResult(a, spec.name, seed, scores, seconds=time.perf_counter() - start))
-                    bar.update()
-            logger.info("Evaluated %s (%s, %d parameters)", target.info.name, target.info.family, target.info.num_params)
+        if workers > 1:
+            if any(spec.uses_ghn for spec in inits):
+                for context in contexts:  # predict here once, not in every worker
+                    context.predicted()
+            _JOB = job
+            try:
+                with multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads,
+                                                              initargs=(1,)) as pool:
+                    outputs = pool.imap(_worker_arch, range(len(targets)))
+                    for runs, snapshot in outputs:
+                        _collect(result, snapshots, runs, snapshot, bar)
+            finally:
+                _JOB = None
+        else:
+            for a in range(len(targets)):
+                runs, snapshot = _run_arch(job, a, bar)
+                _collect(result, snapshots, runs, snapshot, None)
     _fill_targets(result, result.metrics[0])
     result.diversity = {name: parameter_diversity(params) for name, params in snapshots.items()}
+    result.similarity = {name: filter_similarity(params) for name, params in snapshots.items()}
+
+
+def _worker_arch(index: int) -> tuple[list[RunResult], dict[str, dict[str, torch.Tensor]]]:
+    assert _JOB is not None, "worker started without a job"
+    return _run_arch(_JOB, index, None)
+
+
+def _collect(result: EvalResult, snapshots: dict, runs: list[RunResult], snapshot: dict, bar) -> None:
+    result.runs.extend(runs)
+    for name, params in snapshot.items():
+        snapshots[name].append(params)
+    if bar is not None:
+        bar.update(len(runs))
+
+
+def _run_arch(job: _Job, a: int, bar) -> tuple[list[RunResult], dict[str, dict[str, torch.Tensor]]]:
+    """Every (seed, init) run of architecture `a`, and each init's parameters of 2+ dims before training (first
+    seed), for the diversity measures."""
+    target, context, result = job.targets[a], job.contexts[a], job.result
+    runs: list[RunResult] = []
+    snapshot: dict[str, dict[str, torch.Tensor]] = {}
+    for seed in result.seeds:
+        for spec in job.inits:
+            if bar is not None:
+                bar.set_postfix_str(f"{target.info.name} {spec.name} seed {seed}")
+            start = time.perf_counter()
+            model = _initialized(target, spec, context, seed, job.device)
+            if seed == result.seeds[0]:
+                snapshot[spec.name] = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.dim() >= 2}
+            scores = _finetune(model, job.task, job.eval_batches, result, seed, job.device)
+            runs.append(RunResult(a, spec.name, seed, scores, seconds=time.perf_counter() - start))
+            if bar is not None:
+                bar.update()
+    info = target.info
+    logger.info("Evaluated %s (%s, %d parameters)", info.name, info.family, info.num_params)
+    return runs, snapshot
 
 
 def _initialized(target: _Target, spec: InitSpec, context: InitContext, seed: int, device: torch.device) -> nn.Module:

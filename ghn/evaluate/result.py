@@ -63,6 +63,8 @@ class EvalResult:
     runs: list[RunResult] = field(default_factory=list)
     diversity: dict[str, float | None] = field(default_factory=dict)
     """`parameter_diversity` of each init's parameters with no training (first seed)."""
+    similarity: dict[str, float | None] = field(default_factory=dict)
+    """`filter_similarity` of each init's parameters with no training (first seed)."""
     is_byte_level: bool = False
 
     # -- access ---------------------------------------------------------------------------------------------------
@@ -98,8 +100,8 @@ class EvalResult:
     def summary(self) -> list[dict[str, Any]]:
         """The numbers of the averaged table, one dict per init: 'init'; per reported step and metric, the per-seed
         means over architectures ('scores': {column: [value per seed]}, unscaled); 'steps_to_target' (steps of the
-        runs that reach the target), 'num_runs', 'speedup' (geometric mean, None if no run reaches the target) and
-        'diversity'."""
+        runs that reach the target), 'num_runs', 'speedup' (geometric mean, None if no run reaches the target),
+        'diversity' and 'similarity'."""
         rows = []
         for init in self.inits:
             runs = [r for r in self.runs if r.init == init]
@@ -111,6 +113,7 @@ class EvalResult:
                 "num_runs": len(runs),
                 "speedup": math.exp(statistics.fmean(map(math.log, speedups))) if speedups else None,
                 "diversity": self.diversity.get(init),
+                "similarity": self.similarity.get(init),
             })  # fmt: skip
         return rows
 
@@ -119,14 +122,14 @@ class EvalResult:
         columns = [(self.column(s, m), m) for s in self.steps for m in self.metrics]
         has_target = "random" in self.inits and self.steps[-1] > 0
         headers = ["init"] + [name for name, _ in columns] + (["steps to target", "speed-up"] if has_target else [])
-        headers.append("diversity")
+        headers += ["diversity", "filter |cos|"]
         rows = []
         for item in self.summary():
             row = [item["init"]] + [_mean_std(item["scores"][name], m.scale) for name, m in columns]
             if has_target:
                 row.append(_reached(item["steps_to_target"], item["num_runs"]))
                 row.append("n/a" if item["speedup"] is None else f"{item['speedup']:.2f}x")
-            row.append("n/a" if item["diversity"] is None else f"{item['diversity']:.3f}")
+            row += ["n/a" if item[key] is None else f"{item[key]:.3f}" for key in ("diversity", "similarity")]
             rows.append(row)
         return headers, rows
 
@@ -165,7 +168,9 @@ class EvalResult:
                 f"mean over runs."
             )
         lines.append(
-            "Diversity: mean 1 - |cos| between same-shape weight tensors of different architectures, no training."
+            "Diversity: mean 1 - |cos| between same-shape weight tensors of different architectures (higher is more "
+            "diverse). Filter |cos|: mean |cos| between the rows (output units) of each weight tensor (near 1 means "
+            "collapsed units, which fine-tune slowly). Both with no training, first seed."
         )
         if coverage:
             lines.append(f"The GHN predicts {100 * min(coverage):.1f}-{100 * max(coverage):.1f}% of the parameters.")
@@ -188,6 +193,7 @@ class EvalResult:
             "recipe": dataclasses.asdict(self.recipe),
             "archs": [dataclasses.asdict(a) for a in self.archs],
             "diversity": self.diversity,
+            "similarity": self.similarity,
             "runs": [dataclasses.asdict(r) for r in self.runs],
         }
         return _finite(data)
