@@ -146,7 +146,7 @@ class GHN(nn.Module):
         place each tensor before the next is made."""
         for members, group in self.predict_groups(graphs, embeddings):
             for t, (index, name) in enumerate(members):
-                yield index, name, group[t] if isinstance(group, LowRank) else group[t]
+                yield index, name, group[t]  # a LowRank slice or a tensor row
 
     def forward(self, graphs: Sequence[ComputationGraph]) -> list[dict[str, Tensor]]:
         """Every owned parameter of every graph: a list (one per graph) of {name: tensor}, differentiable."""
