@@ -12,6 +12,7 @@ Shape letters: D hidden, R rank, F index features, C block channels, s block ker
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,9 +22,11 @@ from ghn.nn.config import DecoderConfig
 from ghn.nn.features import IndexEncoding
 from ghn.registry import Registry
 
-__all__ = ["DECODERS", "LowRank", "LowRankDecoder", "BlockDecoder", "logical_view"]
+__all__ = ["DECODERS", "Decoder", "LowRank", "LowRankDecoder", "BlockDecoder", "logical_view"]
 
-DECODERS: Registry[type[nn.Module]] = Registry("decoder")
+DECODERS: Registry[type[Decoder]] = Registry("decoder")
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
+_SPECTRUM_FLOOR = 1e-3  # see `orthogonalize`
 
 
 def logical_view(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -90,14 +93,70 @@ class LowRank:
         return torch.bmm(rows, cols.transpose(1, 2)).view(T, *self.shape)
 
 
-class LowRankDecoder(nn.Module):
+def orthogonalize(factors: Sequence[Tensor], steps: int = 5) -> list[Tensor]:
+    """Push every singular value of each (m, R) factor towards 1 with a quintic Newton-Schulz iteration.
+
+    The iteration maps X to X @ q(X^T X) (or q(X X^T) @ X when m < R, so a Gram never has a null space whose
+    rounding noise it would blow up), so it runs on Grams of at most (R, R), whatever m is: every factor of a
+    prediction goes through one batched pass of small matmuls (differentiable), then is multiplied once by its
+    accumulated polynomial. The column space, which carries the code an index shares with the neighbouring layer,
+    is kept; only the spectrum is flattened. Without it, trained factors drift to a few dominant directions and
+    predicted layers become nearly rank one (output units copies of each other).
+
+    Shapes: [(T_i, m_i, R)] -> [(T_i, m_i, R)]
+    """
+    if not factors:
+        return []
+    a, b, c = 3.4445, -4.7750, 2.0315  # coefficients that lift small singular values fast (Jordan et al., Muon)
+    R = factors[0].shape[-1]
+    # The small side runs in float64 (mps lacks it), for the same reason as the floor below.
+    wide = torch.float32 if factors[0].device.type == "mps" else torch.float64
+    grams = []
+    with torch.autocast(factors[0].device.type, enabled=False):
+        for f in factors:
+            m = f.shape[1]
+            gram = f.transpose(1, 2) @ f if m >= R else f @ f.transpose(1, 2)  # (T, min(m, R), same)
+            grams.append(nn.functional.pad(gram.to(wide), (0, R - gram.shape[-1], 0, R - gram.shape[-1])))
+    gram = torch.cat(grams)  # (S, R, R); a zero-padded block stays zero-padded through the polynomial
+    sq_norms = gram.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None] + 1e-12  # ||X||_F^2
+    eye = torch.eye(R, dtype=gram.dtype, device=gram.device).expand_as(gram)
+    # A floor under the spectrum (the normalized Gram has trace 1): directions far below it are rounding noise,
+    # lifted at most ~30x rather than ~500x, so a tensor's values do not depend on what it was batched with.
+    gram = gram / sq_norms + _SPECTRUM_FLOOR * eye
+    poly = None
+    for _ in range(steps):
+        q = a * eye + b * gram + c * gram @ gram  # X <- X q(G), so G <- q G q
+        poly = q if poly is None else poly @ q
+        gram = q @ gram @ q
+    polys = (poly / sq_norms.sqrt()).split([f.shape[0] for f in factors])
+    out = []
+    for f, p in zip(factors, polys):
+        m = f.shape[1]
+        out.append(f @ p.to(f.dtype) if m >= R else p[:, :m, :m].to(f.dtype) @ f)
+    return out
+
+
+class Decoder(nn.Module):
+    """Base of the decoders: `decode` turns every group of same-shape parameters of a prediction into tensors at
+    once; a decoder that gains nothing from seeing all groups together implements only `forward` (one group)."""
+
+    def decode(
+        self, embeddings: Tensor, groups: Sequence[tuple[tuple[int, ...], bool, Tensor]], cache: dict | None = None
+    ) -> list[LowRank | Tensor]:
+        """One prediction per group (shape, transposed, rows of `embeddings` it holds)."""
+        return [self(embeddings[index], shape, transposed, cache) for shape, transposed, index in groups]
+
+
+class LowRankDecoder(Decoder):
     """Parameter embeddings -> tensors of any shape as products of per-index low-rank factors.
 
     The first stored dimension indexes rows and the rest (with kernel positions) columns, so the product is the
     tensor in its storage layout with no copy. Each factor row is an index encoding times an (F, R) map generated
     from the embedding: one map for the output side and one for the input side, so channel i of one layer's
-    output and of the next layer's input share a code. 1-D tensors use a rank-one readout plus an offset.
-    A group of T tensors of one shape is decoded at once.
+    output and of the next layer's input share a code. Both factors are orthogonalized (`orthogonalize`) and a
+    spectrum of R values generated from the embedding sets the weight of each rank, so a predicted tensor has as
+    many distinct directions as its rank allows, and the GHN decides how much each one counts.
+    1-D tensors use a rank-one readout plus an offset. All groups of a prediction are decoded together.
 
     Shapes:
         embeddings: (T, D); shape: the stored shape; `transposed` when stored (in, out, ...) like HF Conv1D
@@ -111,24 +170,47 @@ class LowRankDecoder(nn.Module):
         self.index = IndexEncoding(config.num_index_features, self.index_dim)
         self.to_out = nn.Linear(hidden_dim, self.index_dim * self.rank)
         self.to_in = nn.Linear(hidden_dim, self.index_dim * self.rank)
+        self.to_spectrum = nn.Linear(hidden_dim, self.rank)
+        nn.init.zeros_(self.to_spectrum.weight)  # a flat spectrum to start with: every rank counts the same
+        nn.init.zeros_(self.to_spectrum.bias)
         self.to_vector = nn.Linear(hidden_dim, self.index_dim + 1)
 
     def forward(
         self, embeddings: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None
     ) -> LowRank | Tensor:
-        T = embeddings.shape[0]
-        if len(shape) <= 1:
-            readout = self.to_vector(embeddings)  # (T, F + 1)
-            n = shape[0] if shape else 1
-            values = readout[:, :-1] @ self._index(n, (), cache).t() + readout[:, -1:]  # (T, n)
-            return values.reshape(T, *shape)
-        first, second, kernel = shape[0], shape[1], tuple(shape[2:])
-        out_maps = self.to_out(embeddings).view(T, self.index_dim, self.rank)
-        in_maps = self.to_in(embeddings).view(T, self.index_dim, self.rank)
-        row_maps, col_maps = (in_maps, out_maps) if transposed else (out_maps, in_maps)
-        rows = self._index(first, (), cache) @ row_maps  # (T, first, R)
-        cols = self._index(second, kernel, cache) @ col_maps / math.sqrt(self.rank)  # (T, second * prod(kernel), R)
-        return LowRank(rows, cols, tuple(shape))
+        index = torch.arange(embeddings.shape[0], device=embeddings.device)
+        return self.decode(embeddings, [(tuple(shape), transposed, index)], cache)[0]
+
+    def decode(
+        self, embeddings: Tensor, groups: Sequence[tuple[tuple[int, ...], bool, Tensor]], cache: dict | None = None
+    ) -> list[LowRank | Tensor]:
+        R, F = self.rank, self.index_dim
+        out: list[LowRank | Tensor | None] = [None] * len(groups)
+        vectors = [g for g, (shape, _, _) in enumerate(groups) if len(shape) <= 1]
+        if vectors:
+            readout = self.to_vector(embeddings)  # (J, F + 1)
+            for g in vectors:
+                shape, _, index = groups[g]
+                n = shape[0] if shape else 1
+                values = readout[index, :-1] @ self._index(n, (), cache).t() + readout[index, -1:]  # (T, n)
+                out[g] = values.reshape(len(index), *shape)
+        matrices = [g for g, (shape, _, _) in enumerate(groups) if len(shape) >= 2]
+        if not matrices:
+            return out
+        out_maps = self.to_out(embeddings).view(-1, F, R)  # every map of the prediction in one product
+        in_maps = self.to_in(embeddings).view(-1, F, R)
+        spectra = torch.nn.functional.softplus(self.to_spectrum(embeddings) + _SOFTPLUS_ONE)  # (J, R), 1 at init
+        factors = []
+        for g in matrices:
+            shape, transposed, index = groups[g]
+            row_maps, col_maps = (in_maps, out_maps) if transposed else (out_maps, in_maps)
+            factors.append(self._index(shape[0], (), cache) @ row_maps[index])  # (T, first, R)
+            factors.append(self._index(shape[1], tuple(shape[2:]), cache) @ col_maps[index])  # (T, second * k, R)
+        factors = orthogonalize(factors)
+        for k, g in enumerate(matrices):
+            shape, _, index = groups[g]
+            out[g] = LowRank(factors[2 * k] * spectra[index][:, None, :], factors[2 * k + 1], tuple(shape))
+        return out
 
     def _index(self, n: int, kernel: tuple[int, ...], cache: dict | None) -> Tensor:
         """Index features, shared by every tensor of one prediction with the same (n, kernel)."""
@@ -143,7 +225,7 @@ class LowRankDecoder(nn.Module):
         return f"rank={self.rank}, index_dim={self.index_dim}"
 
 
-class BlockDecoder(nn.Module):
+class BlockDecoder(Decoder):
     """Parameter embeddings -> one (C, C, s, s) block each, tiled over channels and cropped or tiled over the
     kernel (GHN-2/3). Wide tensors are exact copies of the block, the limitation LoGAH removes; kept to compare.
 

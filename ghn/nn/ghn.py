@@ -128,10 +128,8 @@ class GHN(nn.Module):
         for j, info in enumerate(infos):
             transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...): HF Conv1D
             groups.setdefault((tuple(info.shape), transposed), []).append(j)
-        cache: dict = {}
-        for (shape, transposed), js in groups.items():
-            index = torch.tensor(js, device=device)
-            raw = self.decoder(param_embeddings[index], shape, transposed, cache)
+        specs = [(shape, transposed, torch.tensor(js, device=device)) for (shape, transposed), js in groups.items()]
+        for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={})):
             if self.config.normalize:
                 raw = normalize_params(
                     raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self.log_classifier_gain.exp()
