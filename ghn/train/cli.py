@@ -77,9 +77,9 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.ckpt_path)
     summary: dict[str, Any] = {"steps": trainer.global_step}
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank asks
     if not trainer.is_global_zero:
         return summary
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
     out_dir = Path(cli.config.out_dir) if cli.config.out_dir else log_dir / "ghn"
     if cli.config.final_eval:
         rows = heldout_rows(model, datamodule, split="test")

@@ -113,13 +113,15 @@ def test_configs_parse():
         assert cli.model.ghn.num_parameters() > 0, path
 
 
-@pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
+    """Two gloo processes train, validate and finish together. The ranks' meta-batches hold different families
+    (mixed space), which once deadlocked on per-family metrics, and only rank 0 writes the GHN."""
     command = [
-        sys.executable, str(ROOT / "train_ghn.py"), *TINY,
+        sys.executable, str(ROOT / "train_ghn.py"), *TINY, "--data.meta_batch_size", "2",
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path), "--out_dir", str(tmp_path / "ghn"),
+        "--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path), "--out_dir", str(tmp_path / "ghn"),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ghn" / "model.safetensors").is_file()
+    assert "Held-out architectures" in result.stdout
