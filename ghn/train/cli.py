@@ -9,6 +9,7 @@ space, then writes the GHN directory and prints held-out accuracy with no traini
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ __all__ = ["main", "build_cli", "trainer_defaults"]
 def trainer_defaults() -> dict[str, Any]:
     """Trainer settings of the embedded default run (fresh callback objects on every call)."""
     return {
-        "max_steps": 900,
+        "max_steps": 1000,
         "default_root_dir": "runs/digits_logah_tiny",
         "log_every_n_steps": 10,
         "gradient_clip_val": 1.0,
@@ -71,9 +72,24 @@ def build_cli(args: list[str] | None = None) -> LightningCLI:
     )
 
 
+def default_run_args() -> list[str]:
+    """What the embedded default run (no arguments) adds on a machine without CUDA: two gloo DDP processes of one
+    thread each when there are two cores or more. A step of CPU-sized networks is too small to keep two threads
+    busy, while two processes train twice the architectures per step at nearly the speed of one."""
+    import torch
+
+    if torch.cuda.is_available() or (os.cpu_count() or 1) < 2:
+        return []
+    # Two architectures per process keep the meta-batch of the single-process run (4 per optimizer step).
+    return ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+            "--data.meta_batch_size", "2"]  # fmt: skip
+
+
 def main(args: list[str] | None = None) -> dict[str, Any]:
-    """Train a GHN from a YAML config and command-line overrides; returns the final summary."""
-    cli = build_cli(args)
+    """Train a GHN from a YAML config and command-line overrides; returns the final summary. No arguments run
+    the embedded default (see `default_run_args`)."""
+    args = sys.argv[1:] if args is None else list(args)
+    cli = build_cli(args or default_run_args())
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.ckpt_path)
     summary: dict[str, Any] = {"steps": trainer.global_step}
