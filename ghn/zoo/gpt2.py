@@ -253,13 +253,13 @@ def sample_gpt2_config(generator: torch.Generator) -> GPT2Config:
 
 
 def sample_tiny_gpt2_config(generator: torch.Generator) -> GPT2Config:
-    """A CPU-sized byte-level GPT-2: 2-4 layers, 2-4 heads of width 8-24."""
+    """A CPU-sized byte-level GPT-2: 2-6 layers, 2-4 heads of width 8-32 (60 distinct architectures)."""
     n_head = _random.randint(generator, 2, 4)
     return GPT2Config(
         vocab_size=256,
         n_positions=128,
-        n_embd=n_head * 8 * _random.randint(generator, 1, 3),
-        n_layer=_random.randint(generator, 2, 4),
+        n_embd=n_head * 8 * _random.randint(generator, 1, 4),
+        n_layer=_random.randint(generator, 2, 6),
         n_head=n_head,
     )
 
