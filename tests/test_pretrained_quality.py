@@ -38,11 +38,11 @@ def _heldout_scores(name: str, count: int) -> tuple[list[float], list[float], st
 def test_shipped_digits_ghn_beats_random_init_with_no_training() -> None:
     predicted, random, _ = _heldout_scores("logah-tiny.digits", 10)
     assert mean(random) < 0.16  # random init sits near chance (10%)
-    assert mean(predicted) > mean(random) + 0.12, (predicted, random)
+    assert mean(predicted) > mean(random) + 0.15, (predicted, random)  # measured: 33.6% vs 10.4%
     assert sum(p > r for p, r in zip(predicted, random)) >= 8
 
 
 def test_shipped_pydoc_ghn_has_lower_loss_than_random_init_with_no_training() -> None:
     predicted, random, _ = _heldout_scores("logah-tiny.pydoc", 6)
-    assert mean(predicted) < mean(random) - 0.5, (predicted, random)  # nats per byte
+    assert mean(predicted) < mean(random) - 2.0, (predicted, random)  # nats per byte; measured: 2.74 vs 5.40
     assert all(p < r for p, r in zip(predicted, random))
