@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from ghn._logging import get_logger
-from ghn._memory import empty_for_writing
 from ghn.errors import ConfigError
 from ghn.graph import ComputationGraph, build_graph
 from ghn.nn import GHN, load_ghn
@@ -230,7 +229,7 @@ def _write(model: nn.Module, graph: ComputationGraph, name: str, value: Tensor |
     """
     info = graph.params[name]
     param = model.get_parameter(name)
-    target = param if not param.is_meta else empty_for_writing(param.shape, param.dtype, device)
+    target = param if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
     direct = (
         isinstance(value, LowRank) and target.dtype == value.rows.dtype and target.device == value.rows.device
     )
