@@ -22,7 +22,7 @@ from ghn.nn.config import DecoderConfig
 from ghn.nn.features import IndexEncoding
 from ghn.registry import Registry
 
-__all__ = ["DECODERS", "Decoder", "LowRank", "LowRankDecoder", "BlockDecoder", "logical_view"]
+__all__ = ["DECODERS", "Decoder", "LowRank", "LowRankDecoder", "BlockDecoder", "logical_view", "orthogonalize"]
 
 DECODERS: Registry[type[Decoder]] = Registry("decoder")
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1

@@ -227,3 +227,31 @@ def test_index_encoding_built_under_a_cuda_device_context() -> None:
         on_gpu = IndexEncoding(32, 16)
     assert on_gpu.omega.is_cuda and on_gpu.mlp[0].weight.is_cuda
     torch.testing.assert_close(on_gpu.omega.cpu(), IndexEncoding(32, 16).omega, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("m", [200, 64, 10], ids=["tall", "twice-rank", "wide"])
+def test_orthogonalize_flattens_the_spectrum_and_keeps_the_column_space(m: int) -> None:
+    from ghn.nn.decoder import orthogonalize
+
+    generator = torch.Generator().manual_seed(0)
+    skew = torch.logspace(0, -1, 32)  # a decade of spread across the ranks, as trained factors drift to
+    factor = (torch.randn(2, m, 32, generator=generator) * skew)  # (T, m, R)
+    (out,) = orthogonalize([factor])
+    values = torch.linalg.svdvals(out.double())
+    assert values.min() > 0.5 and values.max() < 1.3  # from a >10x spread to within a factor ~2
+    # same column space: projecting the output onto the input's columns loses nothing
+    basis, _ = torch.linalg.qr(factor.double())
+    assert torch.allclose(basis @ (basis.transpose(1, 2) @ out.double()), out.double(), atol=1e-4)
+
+
+def test_untrained_low_rank_weights_are_not_near_rank_one() -> None:
+    """The collapse this decoder once had: output units of a predicted layer near-copies of each other."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        tensor = _one(_low_rank(rank=32, num_index_features=64), (64, 128))
+    values = torch.linalg.svdvals(tensor.double())
+    stable_rank = float(values.pow(2).sum() / values[0].pow(2))
+    assert stable_rank > 10  # of at most 32; nearly rank one before orthogonalization
+    units = torch.nn.functional.normalize(tensor, dim=1)
+    cos = (units @ units.t()).abs()
+    assert float((cos.sum() - 64) / (64 * 63)) < 0.3
