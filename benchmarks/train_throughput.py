@@ -10,6 +10,7 @@ which is what a GHN step costs at least.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,7 @@ def _case(name: str, args: argparse.Namespace, env: dict) -> dict:
     data.setup()
     module = GHNModule(args.ghn).to(args.device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
-    batches = iter(data.train_dataloader())
+    batches = itertools.chain.from_iterable(iter(data.train_dataloader()) for _ in itertools.count())  # endless
     autocast = torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
     def next_batch() -> dict:
