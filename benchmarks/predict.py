@@ -1,6 +1,11 @@
 """Time and peak memory of `ghn.predict` from a `meta` model (graph + prediction into real tensors), beside
 constructing the same model with PyTorch's random init, measured in the same run, each case in a fresh process.
 
+Two more columns say where the time goes. 'write floor': allocate every parameter tensor of the model and fill it
+with a constant, the least any way of making the model costs (fresh memory is paid for in page faults, which both
+prediction and random init pay). 'predict resident': predict into a model whose parameters already exist, which
+is what the GHN itself costs (graph, GHN forward, and the low-rank products) without allocation.
+
     python benchmarks/predict.py --repeats 3 --out benchmarks/results/predict-<hardware>.jsonl
 
 Targets (issue 3): GPT-2 Large graph + prediction in at most 0.2x the time of its random init (aim 0.1x), and peak
@@ -21,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from _timing import MB, append_jsonl, environment, markdown_table, measure, peak_rss_bytes, reset_peak_rss, rss_bytes, run_isolated
 
 CASES = ("zoo:resnet50", "zoo:vit-b/16", "zoo:gpt2", "zoo:gpt2-medium", "zoo:gpt2-large")
-TASKS = ("predict", "init")
+TASKS = ("predict", "init", "write", "resident")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,17 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             row[task] = result
         row["time_ratio"] = row["predict"]["total"]["median_s"] / row["init"]["total"]["median_s"]
         row["memory_ratio"] = row["predict"]["delta_rss_mb"] / row["predict"]["fp32_mb"]
+        row["floor_ratio"] = row["write"]["total"]["median_s"] / row["init"]["total"]["median_s"]
         rows.append(row)
     print(f"predict on {env['device_name']}, torch {env['torch']}, git {env['git_sha']}, {args.ghn}, "
           f"median of {args.repeats} after 1 warm-up\n")  # fmt: skip
     headers = [
         "model", "params", "fp32 (MB)", "graph (s)", "graph + predict (s)", "Δ RSS (MB)", "Δ RSS / fp32",
-        f"random init on {args.device} (s)", "predict / init time",
+        f"random init on {args.device} (s)", "predict / init time", "write floor (s)", "floor / init",
+        "predict resident (s)",
     ]  # fmt: skip
     lines = [
         [r["case"], f"{r['predict']['num_params'] / 1e6:.1f}M", f"{r['predict']['fp32_mb']:.0f}",
          f"{r['predict']['graph_s']:.2f}", _seconds(r["predict"]["total"]), f"{r['predict']['delta_rss_mb']:.0f}",
-         f"{r['memory_ratio']:.2f}×", _seconds(r["init"]["total"]), f"{r['time_ratio']:.3f}×"]
+         f"{r['memory_ratio']:.2f}×", _seconds(r["init"]["total"]), f"{r['time_ratio']:.3f}×",
+         _seconds(r["write"]["total"]), f"{r['floor_ratio']:.3f}×", _seconds(r["resident"]["total"])]
         for r in rows
     ]  # fmt: skip
     print(markdown_table(headers, lines))
@@ -73,6 +81,8 @@ def _work(task: str, spec: str, args: argparse.Namespace) -> dict:
     before them (imports and the GHN already paid for), which is what the predicted model itself costs."""
     import gc
 
+    import torch
+
     import ghn
     from ghn import zoo
 
@@ -85,9 +95,18 @@ def _work(task: str, spec: str, args: argparse.Namespace) -> dict:
     def init() -> object:
         return zoo.create(spec, device=args.device)
 
-    run = predict if task == "predict" else init
+    def write() -> object:
+        shapes = [p.shape for p in zoo.create(spec, device="meta").parameters()]
+        return [torch.empty(shape, device=args.device).fill_(0.5) for shape in shapes]
+
+    resident_model = zoo.create(spec, device=args.device) if task == "resident" else None
+
+    def resident() -> object:
+        return ghn.predict(resident_model, hyper)
+
+    run = {"predict": predict, "init": init, "write": write, "resident": resident}[task]
     model = run()  # warm-up: imports, lazy modules, kernel caches
-    num_params = sum(p.numel() for p in model.parameters())
+    num_params = sum(p.numel() for p in zoo.create(spec, device="meta").parameters())
     del model
     gc.collect()
     is_reset = reset_peak_rss()
