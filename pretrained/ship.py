@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ghn.hub import MANIFEST_NAME, manifest_entry, write_model_card
-from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_header
+from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_header
 from ghn.train.report import markdown_table
 
 HERE = Path(__file__).resolve().parent
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_header(args.ghn_dir).get("metadata", {})
     target = HERE / args.name
     target.mkdir(exist_ok=True)
-    for file in (CONFIG_NAME, WEIGHTS_NAME):
-        shutil.copyfile(args.ghn_dir / file, target / file)
+    for file in (CONFIG_NAME, WEIGHTS_NAME):  # atomically, like every file ghn writes: never a half-copied entry
+        atomic_write(target / file, lambda tmp, source=args.ghn_dir / file: shutil.copyfile(source, tmp))
     eval_text = args.eval.read_text() if args.eval else ""
     write_model_card(
         target,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = HERE / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e["name"] != args.name] + [entry]
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     print(f"Shipped {args.name} in {target} ({sum(entry['size'].values()) / 1e6:.2f} MB) and listed it in {manifest_path}")
     return 0
 
