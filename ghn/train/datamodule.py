@@ -109,8 +109,9 @@ class GHNDataModule(L.LightningDataModule):
         values = self.task_values()
         configs = heldout_configs(space, values, config.num_heldout_archs, seed=config.seed)
         configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
-        self.heldout = ArchitectureDataset(configs, progress=self.progress, description="held-out graphs")
         rank = self.trainer.global_rank if self.trainer is not None else 0
+        progress = self.progress and rank == 0  # every rank builds the graphs; one bar, like Lightning's own
+        self.heldout = ArchitectureDataset(configs, progress=progress, description="held-out graphs")
         self._sampler = ArchitectureSampler(
             space, seed=config.seed, task_values=values, exclude=self.heldout.hashes
         )
@@ -118,7 +119,7 @@ class GHNDataModule(L.LightningDataModule):
             self.train_archs = SampledArchitectures(self._sampler, rank=rank)
         else:
             configs = self._sampler.distinct(config.num_train_archs)
-            self.train_archs = ArchitectureDataset(configs, progress=self.progress, description="training graphs")
+            self.train_archs = ArchitectureDataset(configs, progress=progress, description="training graphs")
         logger.info(
             "Task %s (%s); space %s; %s training and %d held-out architectures",
             config.task, self.task.kind, config.space,
