@@ -1,9 +1,13 @@
-"""Quality of trained GHNs (issue 5): `ghn.evaluate.evaluate_ghn` on each GHN's own task and held-out architectures,
-GHN-predicted vs random vs orthogonal init, with no training and after fine-tuning. Prints the table and writes it,
+"""Quality of trained GHNs (issues 5, 11): `ghn.evaluate.evaluate_ghn` on each GHN's own task, on held-out
+architectures of its space and on the outside set (networks written outside `ghn.zoo`, `ghn.evaluate.outside`),
+GHN-predicted vs the model's default init vs orthogonal init, with no training and after fine-tuning, and the floor
+check: after every fine-tuning step count, GHN init at least as good as default init on the mean and on at least
+80% of the architectures of each group. Prints the tables and writes them,
 with the command that produced it, into `benchmarks/RESULTS.md` between `<!-- SECTION:start -->` and
 `<!-- SECTION:end -->` (added at the end of the file when missing).
 
     python benchmarks/quality.py                                  # the newest runs/*/lightning_logs/*/ghn
+    python benchmarks/quality.py logah-tiny.digits                # a shipped GHN by name
     python benchmarks/quality.py runs/a/ghn runs/b/ghn --labels low-rank block   # two GHNs in one table
 
 Each GHN runs the whole protocol (its own random and orthogonal rows too), so two GHNs take twice as long; on the
@@ -33,11 +37,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ghn.evaluate import evaluate_ghn
+    from ghn.hub import PRETRAINED, from_pretrained
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    paths = [Path(p) for p in args.ghns] or [_newest_run()]
+    paths = [p if p in PRETRAINED.names() else Path(p) for p in args.ghns] or [_newest_run()]
     labels = args.labels or [_label(p) for p in paths]
     if len(labels) != len(paths):
         raise SystemExit(f"--labels needs one label per GHN ({len(paths)}), got {len(labels)}.")
@@ -46,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, label in zip(paths, labels):
         start = time.perf_counter()
         result = evaluate_ghn(
-            path, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
+            from_pretrained(path) if isinstance(path, str) else path, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
             inits=args.inits.split(","), device=args.device, progress=True,
             workers=args.workers if args.device == "cpu" else 1,
         )  # fmt: skip
@@ -70,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("ghns", nargs="*", metavar="GHN_DIR", help="saved GHN directories (default: newest run)")
     parser.add_argument("--labels", nargs="+", help="one name per GHN for the table (default: its run directory)")
-    parser.add_argument("--archs", default="heldout:10", help="architectures (default heldout:10)")
-    parser.add_argument("--steps", default="0,100", help="fine-tuning step counts (default 0,100)")
+    parser.add_argument("--archs", default="heldout:10,outside", help="architectures (default heldout:10,outside)")
+    parser.add_argument("--steps", default="0,100,200", help="fine-tuning step counts (default 0,100,200)")
     parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
     parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
     parser.add_argument("--device", default="cpu", help="where the networks train (default cpu)")
@@ -92,7 +97,9 @@ def _newest_run() -> Path:
     return found[-1]
 
 
-def _label(path: Path) -> str:
+def _label(path: Path | str) -> str:
+    if isinstance(path, str):
+        return path
     parts = path.resolve().parts
     return "/".join(parts[-4:-1]) if "lightning_logs" in parts else path.name
 
@@ -116,8 +123,32 @@ def _section(results, labels: list[str], seconds: list[float], env: dict, argv: 
         rows = [[label] + row for label, result in zip(labels, results) for row in result.summary_table()[1]]
         lines += ["Averaged over architectures, per GHN:", "", markdown_table(["GHN", *headers], rows), ""]
     for label, result in zip(labels, results):
+        if "ghn" in result.inits and "random" in result.inits:
+            lines += [f"**Floor check{f' ({label})' if len(results) > 1 else ''}**: GHN init against the model's "
+                      "default init, primary metric, mean over architectures and seeds; 'at least as good' counts "
+                      "architectures (mean over seeds).", "", floor_table(result), ""]  # fmt: skip
         lines += [f"**{label}**: {result.to_markdown()}" if len(results) > 1 else result.to_markdown()]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def floor_table(result) -> str:
+    """Per group of architectures (held-out draws, outside set, other specs) and step: GHN vs default init, how many
+    architectures GHN init is at least as good on, and whether the floor (mean and >= 80% of archs) holds."""
+    primary = result.metrics[0]
+    groups: dict[str, list[int]] = {}
+    for index, arch in enumerate(result.archs):
+        group = arch.name.partition(":")[0] if arch.name.startswith(("heldout:", "outside:")) else "specs"
+        groups.setdefault(group, []).append(index)
+    rows = []
+    for group, archs in groups.items():
+        for row in result.versus("ghn", "random", archs):
+            better = row["init"] >= row["reference"] if primary.higher_is_better else row["init"] <= row["reference"]
+            holds = better and row["wins"] >= 0.8 * row["num_archs"]
+            step = "no training" if row["step"] == 0 else f"after {row['step']} steps"
+            rows.append([group, step, f"{row['init'] * primary.scale:.2f}", f"{row['reference'] * primary.scale:.2f}",
+                         f"{row['wins']}/{row['num_archs']}", "—" if row["step"] == 0 else ("yes" if holds else "**no**")])  # fmt: skip
+    headers = ["archs", "step", f"GHN {primary.label}", f"default {primary.label}", "GHN at least as good", "floor holds"]
+    return markdown_table(headers, rows)
 
 
 def write_section(path: Path, name: str, body: str) -> None:

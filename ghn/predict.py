@@ -7,6 +7,7 @@ GPT-2 Large needs little more memory than its own weights.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +18,13 @@ from torch import Tensor, nn
 
 from ghn._logging import get_logger
 from ghn.errors import ConfigError
-from ghn.graph import ComputationGraph, build_graph
+from ghn.graph import ComputationGraph, ParamInfo, build_graph
+from ghn.graph.init_stats import INIT_STATS_ATTR
 from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
+from ghn.nn.normalize import ParamScale, param_scales, reference_std
 
-__all__ = ["DEFAULT_GHN_RESOLVERS", "PredictionReport", "predict", "predict_params"]
+__all__ = ["DEFAULT_GHN_RESOLVERS", "PredictionReport", "blend_with_init", "is_blended", "predict", "predict_params"]
 
 logger = get_logger(__name__)
 
@@ -49,6 +52,8 @@ class PredictionReport:
     not_predicted: dict[str, str] = field(default_factory=dict)
     reset_buffers: list[str] = field(default_factory=list)
     uninitialized_buffers: list[str] = field(default_factory=list)
+    init_blend: float = 0.0
+    """Fraction of each weight's variance taken from the model's own init (the GHN's `config.init_blend`)."""
 
     @property
     def is_complete(self) -> bool:
@@ -59,6 +64,8 @@ class PredictionReport:
         lines = [
             f"{self.model_type}: predicted {self.num_predicted_params:,}/{self.num_total_params:,} parameters "
             f"in {self.num_predicted_tensors}/{self.num_total_tensors} tensors"
+            + (f", weights blended with the model's own init ({self.init_blend:.0%} of their variance)"
+               if self.init_blend else "")
         ]
         lines += [f"  not predicted: {name!r} ({why})" for name, why in self.not_predicted.items()]
         if self.reset_buffers:
@@ -133,7 +140,9 @@ def predict(
 ):
     """Fill every parameter of `model` with the GHN's prediction.
 
-    Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted. The report
+    Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted. A GHN with
+    `config.init_blend` > 0 mixes that fraction of the model's own init into every weight (`blend_with_init`: the
+    model's values, or fresh draws of their init std on meta), as it was trained to expect. The report
     (`model.ghn_report`, or returned with `return_report=True`) lists what was and was not predicted.
 
     Args:
@@ -174,17 +183,23 @@ def predict(
             _move_real_tensors(m, torch.device(device))
     targets = [_target_device(m, device, ghn) for m in models]
     reports = [_start_report(m, g) for m, g in zip(models, graphs)]
+    fraction = ghn.config.init_blend
+    scales = [param_scales(g) for g in graphs] if fraction else None
     was_training = ghn.training
     ghn.eval()
     try:
         with torch.no_grad():
             for index, name, prediction in ghn.iter_predictions(graphs):
-                _write(models[index], graphs[index], name, prediction, targets[index])
+                graph = graphs[index]
+                blend = fraction if scales and is_blended(graph.params[name], scales[index][name]) else 0.0
+                _write(models[index], graph, name, prediction, targets[index], blend)
                 reports[index].predicted.append(name)
+                reports[index].init_blend = fraction
     finally:
         ghn.train(was_training)
     for m, g, report, target in zip(models, graphs, reports, targets):
         _finish(m, g, report, target)
+        _record_init_stats(m, g)
         m.ghn_report = report
         logger.info("%s", report)
     result = models[0] if single else models
@@ -221,14 +236,41 @@ def _start_report(model: nn.Module, graph: ComputationGraph) -> PredictionReport
     )
 
 
-def _write(model: nn.Module, graph: ComputationGraph, name: str, value: Tensor | LowRank, device: torch.device) -> None:
-    """Write `value` into parameter `name`, or replace a meta parameter by a real one under all its names.
+def is_blended(info: ParamInfo, scale: ParamScale) -> bool:
+    """Whether a GHN with `init_blend` > 0 blends this parameter with the model's own init: weight-like tensors of
+    2+ dims (the ones whose scale normalization sets; training perturbs the same ones)."""
+    return len(info.shape) >= 2 and reference_std(info, scale) is not None
+
+
+def blend_with_init(target: Tensor, own: Tensor | None, info: ParamInfo, fraction: float) -> Tensor:
+    """`target` (holding the GHN's prediction) <- sqrt(1 - f) * target + sqrt(f) * own init, in place.
+
+    The own init is `own` centered and put at the init std (`info.init_std`), or, when `own` is None (a model on
+    meta), fresh Gaussian draws of that std from the global RNG, as the model's own random init would be.
+    """
+    std = info.init_std if info.init_std is not None else float(target.float().std())
+    if own is None:
+        noise = torch.randn(target.shape, device=target.device, dtype=torch.float32) * std
+    else:
+        own = own.detach().to(device=target.device, dtype=torch.float32)
+        own_std = float(own.std()) if own.numel() > 1 else 0.0
+        noise = (own - own.mean()) * (std / own_std) if own_std > 0 else torch.zeros_like(own)
+    return target.mul_(math.sqrt(1.0 - fraction)).add_(noise.to(target.dtype), alpha=math.sqrt(fraction))
+
+
+def _write(
+    model: nn.Module, graph: ComputationGraph, name: str, value: Tensor | LowRank, device: torch.device,
+    blend: float = 0.0,
+) -> None:
+    """Write `value` into parameter `name`, or replace a meta parameter by a real one under all its names; with
+    `blend` > 0 the model's own init is mixed in (`blend_with_init`).
 
     Low-rank predictions are multiplied out straight into the destination when dtype and device allow it, so no
-    second copy of a large tensor is ever made.
+    second copy of a large tensor is ever made (except the own values a blend needs).
     """
     info = graph.params[name]
     param = model.get_parameter(name)
+    own = None if not blend or param.is_meta else param.detach().clone()
     target = param if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
     direct = (
         isinstance(value, LowRank) and target.dtype == value.rows.dtype and target.device == value.rows.device
@@ -238,11 +280,21 @@ def _write(model: nn.Module, graph: ComputationGraph, name: str, value: Tensor |
     else:
         tensor = value.materialize()[0] if isinstance(value, LowRank) else value
         target.data.copy_(tensor.to(device=target.device, dtype=target.dtype))
+    if blend:
+        blend_with_init(target.data, own, info, blend)
     if param.is_meta:
         new = nn.Parameter(target, requires_grad=param.requires_grad)
         for alias in (name, *info.aliases):
             owner, _, leaf = alias.rpartition(".")
             model.get_submodule(owner)._parameters[leaf] = new
+
+
+def _record_init_stats(model: nn.Module, graph: ComputationGraph) -> None:
+    """Keep the statistics of the init the prediction replaced, so predicting the model again (its values are now
+    the prediction's) puts the tensors at the same scale (`ghn.graph.init_stats`)."""
+    if getattr(model, INIT_STATS_ATTR, None) is None:
+        stats = {n: (i.init_mean, i.init_std) for n, i in graph.params.items() if i.init_std is not None}
+        object.__setattr__(model, INIT_STATS_ATTR, stats)
 
 
 def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport, device: torch.device) -> None:

@@ -54,7 +54,7 @@ def model_card(name: str, meta: dict, *, command: str, hardware: str, descriptio
             "",
         ]
     if eval_text:
-        lines += ["## Fine-tuning from GHN, random and orthogonal init (`ghn eval`)", "", eval_text.strip(), ""]
+        lines += ["## Fine-tuning from GHN init and the model's default init (`benchmarks/quality.py`)", "", eval_text.strip(), ""]
     return "\n".join(lines)
 
 

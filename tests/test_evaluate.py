@@ -179,7 +179,9 @@ def test_orthogonal_init_is_orthogonal_at_the_role_scale_with_zero_biases_and_un
     assert first.weight.pow(2).mean().sqrt().item() == pytest.approx(std, rel=1e-4)
     gram = first.weight.T @ first.weight  # (8, 8): the 8 columns of a tall matrix are orthogonal
     torch.testing.assert_close(gram / gram[0, 0], torch.eye(8), atol=1e-4, rtol=0)
-    assert last.weight.pow(2).mean().sqrt().item() == pytest.approx(1 / math.sqrt(16), rel=1e-4)
+    # the model's own init scale: PyTorch's default Linear init has std 1 / sqrt(3 * fan_in)
+    assert std == pytest.approx(1 / math.sqrt(3 * 8), rel=1e-6)
+    assert last.weight.pow(2).mean().sqrt().item() == pytest.approx(1 / math.sqrt(3 * 16), rel=1e-4)
     assert first.bias.abs().max() == 0 and (norm.weight == 1).all() and (norm.bias == 0).all()
 
 

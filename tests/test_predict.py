@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 import ghn
-from ghn.errors import CheckpointError, GraphError
+from ghn.errors import CheckpointError, ConfigError, GraphError
 from ghn.graph import build_graph, derive_example_inputs
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
 from ghn.predict import PredictionReport, predict, predict_params
@@ -548,3 +548,32 @@ def test_graph_errors_propagate_unchanged(logah_tiny: GHN, make) -> None:
 def test_ghn3_tiny_predicts_complete_finite_parameters(make) -> None:
     model, report = predict(make(), GHN.from_preset("ghn3-tiny"), return_report=True)
     _check_predicted_model(model, report)
+
+
+def test_init_blend_mixes_the_models_own_init_into_the_weights() -> None:
+    """GHNConfig.init_blend = f: each weight is sqrt(1 - f) * prediction + sqrt(f) * the model's own init (its
+    values, at the init std), biases and norms as predicted; on meta the own init is drawn fresh."""
+    hyper = GHN.from_preset("logah-tiny", init_blend=0.36)
+    model = _mlp(8, 64, 3)
+    own = {n: p.detach().clone() for n, p in model.named_parameters()}
+    graph = build_graph(model)
+    alone = predict_params(graph, hyper)
+    predict(model, hyper)
+    assert model.ghn_report.init_blend == 0.36 and "blended" in str(model.ghn_report)
+    for name, value in model.named_parameters():
+        expected = alone[name].detach()
+        if value.dim() >= 2:  # own init centered and put at its (rule-snapped) std
+            reference = (own[name] - own[name].mean()) * (graph.params[name].init_std / own[name].std())
+            expected = 0.8 * expected + 0.6 * reference
+            assert 0.7 < float(value.std() / own[name].std()) < 1.3, name
+        torch.testing.assert_close(value.detach(), expected, msg=name, atol=1e-5, rtol=1e-4)
+    with torch.device("meta"):
+        meta = _mlp(8, 64, 3)
+    predict(meta, hyper)
+    assert all(torch.isfinite(p).all() and not p.is_meta for p in meta.parameters())
+    assert 0.7 < float(meta[0].weight.std() / own["0.weight"].std()) < 1.3
+
+
+def test_init_blend_must_be_a_fraction() -> None:
+    with pytest.raises(ConfigError, match="init_blend must be in"):
+        GHN.from_preset("logah-tiny", init_blend=1.0)

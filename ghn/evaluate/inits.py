@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ghn.graph import ComputationGraph
 from ghn.nn import GHN
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
-from ghn.predict import predict_params
+from ghn.predict import blend_with_init, is_blended, predict_params
 from ghn.registry import Registry
 
 __all__ = ["INITS", "InitContext", "InitSpec", "orthogonal_init"]
@@ -60,11 +60,18 @@ INITS = Registry[InitSpec]("init")
 
 
 def _ghn_init(model: nn.Module, context: InitContext) -> None:
-    """Copy the GHN's prediction into the model (tied tensors are one tensor, so they follow)."""
+    """Write the GHN's prediction into the model as `ghn.predict` does: copied (tied tensors are one tensor, so
+    they follow), and blended with the freshly built model's own init when the GHN has `config.init_blend`."""
+    fraction = context.ghn.config.init_blend if context.ghn is not None else 0.0
+    scales = param_scales(context.graph) if fraction else {}
     with torch.no_grad():
         for name, value in context.predicted().items():
             param = model.get_parameter(name)
+            info = context.graph.params[name]
+            own = param.detach().clone() if fraction and is_blended(info, scales[name]) else None
             param.copy_(value.to(device=param.device, dtype=param.dtype))
+            if own is not None:
+                blend_with_init(param, own, info, fraction)
 
 
 def _random_init(model: nn.Module, context: InitContext) -> None:
@@ -72,9 +79,9 @@ def _random_init(model: nn.Module, context: InitContext) -> None:
 
 
 def orthogonal_init(model: nn.Module, context: InitContext) -> None:
-    """`torch.nn.init.orthogonal_` on every parameter of 2+ dims, rescaled so its entries' RMS is the std the
-    role asks for (`ghn.nn.normalize.reference_std`: gain / sqrt(fan_in) for weights, 1 / sqrt(fan_in) for
-    classifiers, 0.02 for embeddings); biases and norm shifts 0; norm scales 1.
+    """`torch.nn.init.orthogonal_` on every parameter of 2+ dims, rescaled so its entries' RMS is the std of the
+    model's own init (`ghn.nn.normalize.reference_std`, the scale GHN predictions get too; the fan-in rule where
+    that is unknown); biases and norm shifts 0; norm scales 1.
 
     An orthogonal (rows x cols) matrix has entries of RMS 1 / sqrt(max(rows, cols)), so the gain is
     std * sqrt(max(rows, cols)), with rows the first dimension and cols the product of the others.
@@ -96,6 +103,6 @@ def orthogonal_init(model: nn.Module, context: InitContext) -> None:
                 nn.init.orthogonal_(param, gain=gain)
 
 
-INITS.register("ghn", InitSpec("ghn", _ghn_init, "the GHN's predicted parameters (ghn.predict_params)", uses_ghn=True))
+INITS.register("ghn", InitSpec("ghn", _ghn_init, "the GHN's predicted parameters, as ghn.predict writes them", uses_ghn=True))
 INITS.register("random", InitSpec("random", _random_init, "the model family's own random init"))
 INITS.register("orthogonal", InitSpec("orthogonal", orthogonal_init, "orthogonal weights scaled by fan-in, biases 0"))

@@ -4,6 +4,7 @@ never saw, with no training and after a few fine-tuning steps, and how many step
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import multiprocessing
 import sys
 import time
@@ -22,6 +23,7 @@ from ghn.data.architectures import heldout_configs, make_architecture, task_valu
 from ghn.data.metrics import logits_of
 from ghn.errors import ConfigError
 from ghn.evaluate.inits import INITS, InitContext, InitSpec
+from ghn.evaluate.outside import OUTSIDE, OutsideModel, outside_names
 from ghn.evaluate.measures import (
     MetricSpec,
     add_bits_per_byte,
@@ -91,7 +93,9 @@ def evaluate_ghn(
         ghn: the GHN, or the directory of a saved one; None when `inits` leaves out 'ghn'.
         task: a registered task name or loaded `TaskData`; default the task in the GHN's metadata.
         archs: 'heldout:N' (the first N held-out architectures of the GHN's space, drawn like its training did),
-            and/or specs ('zoo:resnet18-cifar', 'hf:...', 'module:pkg.mod:factory') or zoo configs, as a list or
+            'outside' (every network of the outside set for the task's kind, `ghn.evaluate.outside`) or
+            'outside:<name>', and/or specs ('zoo:resnet18-cifar', 'hf:...', 'module:pkg.mod:factory') or zoo
+            configs, as a list or
             a comma-separated string. Zoo specs and configs are adapted to the task's shapes.
         steps: increasing fine-tuning step counts to report; 0 (no training) is always added.
         seeds: how many seeds (0, 1, ...) or the seeds themselves.
@@ -200,8 +204,9 @@ def _check_workers(workers: int, device: torch.device) -> None:
 
 
 def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
-    """('heldout', N), ('spec', 'zoo:...') or ('config', config) for each comma-separated item of `archs`; names
-    are checked against the zoo and the sources, so a typo fails before anything is built.
+    """('heldout', N), ('outside', name or None for all), ('spec', 'zoo:...') or ('config', config) for each
+    comma-separated item of `archs`; names are checked against the zoo, the sources and the outside set
+    (`ghn.evaluate.outside`), so a typo fails before anything is built.
 
     Raises:
         ConfigError: an item is malformed ('heldout:x', a spec without a source, not a spec or a config).
@@ -217,6 +222,10 @@ def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
         if is_dataclass(item) and not isinstance(item, type):
             family_of(item)
             parsed.append(("config", item))
+        elif item == "outside":
+            parsed.append(("outside", None))
+        elif isinstance(item, str) and item.startswith("outside:"):
+            parsed.append(("outside", OUTSIDE.get(item.partition(":")[2]).name))
         elif isinstance(item, str) and item.startswith("heldout:"):
             count = item.partition(":")[2]
             if not count.isdigit() or int(count) < 1:
@@ -266,6 +275,9 @@ def _build_targets(
         if kind == "heldout":
             for i, config in enumerate(_heldout(item, task, metadata, space)):
                 targets.append(_zoo_target(f"heldout:{i}", adapt_config(config, values)))
+        elif kind == "outside":
+            names = [item] if item is not None else _available(outside_names(task.kind))
+            targets += [_outside_target(OUTSIDE.get(name), task) for name in names]
         elif kind == "config":
             targets.append(_zoo_target(f"config:{index}", adapt_config(item, values)))
         elif item.startswith("zoo:"):
@@ -309,6 +321,32 @@ def _zoo_target(name: str, config: Any) -> _Target:
     spec = FAMILIES.get(arch.family)
     info = ArchInfo(name, arch.family, arch.hash, arch.graph.num_params, arch.graph.coverage().fraction)
     return _Target(info, arch.graph, lambda: spec.build(config))
+
+
+def _available(names: list[str]) -> list[str]:
+    """The outside networks whose optional package is installed; the others are logged and left out."""
+    missing = [n for n in names if OUTSIDE.get(n).needs and importlib.util.find_spec(OUTSIDE.get(n).needs) is None]
+    if missing:
+        logger.warning("Leaving out outside networks %s: they need a package that is not installed.", missing)
+    return [n for n in names if n not in missing]
+
+
+def _outside_target(entry: OutsideModel, task: TaskData) -> _Target:
+    """A network of the outside set, built for the task's shapes; its graph is traced on a real build (its own init
+    values give the scales) with an input of the task's shape."""
+    if entry.kind != task.kind:
+        raise ConfigError(
+            f"Outside network {entry.name!r} is a {entry.kind} model but task {task.name!r} is {task.kind} data."
+        )
+    if entry.needs is not None and importlib.util.find_spec(entry.needs) is None:
+        raise ConfigError(f"Outside network {entry.name!r} needs {entry.needs!r}: pip install {entry.needs}.")
+    values = task_values(task)
+    model = entry.build(values)
+    dtype = torch.float32 if task.kind == "image" else torch.long
+    graph = build_graph(model, torch.zeros((1, *task.input_shape), dtype=dtype))
+    key = hashlib.sha256(f"outside:{entry.name}:{sorted(values.items())}".encode()).hexdigest()[:16]
+    info = ArchInfo(f"outside:{entry.name}", "outside", key, graph.num_params, graph.coverage().fraction)
+    return _Target(info, graph, lambda: entry.build(values))
 
 
 def _spec_target(spec: str) -> _Target:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghn.evaluate.measures import METRICS, MetricSpec
+from ghn.evaluate.measures import METRICS, MetricSpec, is_better
 from ghn.evaluate.recipe import FinetuneRecipe
 
 __all__ = ["ArchInfo", "RunResult", "EvalResult", "markdown_table"]
@@ -91,6 +91,21 @@ class EvalResult:
             statistics.fmean(self.run(a, init, seed).scores[index][metric] for a in range(len(self.archs)))
             for seed in self.seeds
         ]
+
+    def versus(self, init: str = "ghn", reference: str = "random", archs: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """`init` against `reference` on the primary metric, one dict per reported step: 'step', 'init' and
+        'reference' (mean over `archs` and seeds), 'wins' (architectures where `init`, averaged over seeds, is at
+        least as good) and 'num_archs'. The floor a GHN must meet: at least as good on the mean and on most archs."""
+        primary = self.metrics[0]
+        archs = list(range(len(self.archs))) if archs is None else list(archs)
+        rows = []
+        for step in self.steps:
+            ours = [statistics.fmean(self.values(a, init, primary.key, step)) for a in archs]
+            theirs = [statistics.fmean(self.values(a, reference, primary.key, step)) for a in archs]
+            wins = sum(is_better(o, t, primary) for o, t in zip(ours, theirs))
+            rows.append({"step": step, "init": statistics.fmean(ours), "reference": statistics.fmean(theirs),
+                         "wins": wins, "num_archs": len(archs)})  # fmt: skip
+        return rows
 
     # -- tables ---------------------------------------------------------------------------------------------------
     def column(self, step: int, metric: MetricSpec) -> str:

@@ -12,6 +12,7 @@ from ghn._logging import get_logger
 from ghn.errors import GHNError, GraphError, UnsupportedOpError
 from ghn.graph.graph import ComputationGraph, ParamInfo
 from ghn.graph.inputs import derive_example_inputs, normalize_inputs
+from ghn.graph.init_stats import fill_init_stats
 from ghn.graph.trace import Tracer
 
 __all__ = ["build_graph"]
@@ -80,6 +81,7 @@ def build_graph(
     for info in params.values():
         if info.node is None and info.reason is None:
             info.reason = "not used in forward on the example inputs"
+    fill_init_stats(model, params)
     graph = ComputationGraph(tracer.nodes, tracer.edges, params, model_type=type(model).__name__)
     graph = _prune(graph)
     _mark_classifier(graph)

@@ -32,6 +32,8 @@ class ParamInfo:
         aliases: other names of the same tensor (tied weights such as GPT-2's `lm_head.weight`).
         trainable: `requires_grad` of the tensor.
         reason: why no node owns it, when none does.
+        init_mean, init_std: the model's own init of the tensor (measured, or from `ghn.graph.init_stats`'s
+            rules on meta); None when unknown.
     """
 
     name: str
@@ -43,6 +45,8 @@ class ParamInfo:
     aliases: tuple[str, ...] = ()
     trainable: bool = True
     reason: str | None = None
+    init_mean: float | None = None
+    init_std: float | None = None
 
     @property
     def numel(self) -> int:

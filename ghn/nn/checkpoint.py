@@ -25,7 +25,7 @@ __all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_ghn", "load_gh
 
 logger = get_logger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: predictions at the model's own init scale (ghn/nn/normalize.py)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -116,7 +116,9 @@ def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> G
     if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has format_version {header.get('format_version')!r}; this ghn reads {FORMAT_VERSION}. "
-            "Upgrade ghn or re-save the checkpoint."
+            + ("It was saved by an older ghn whose predictions were scaled differently: retrain it with this ghn "
+               "(python train_ghn.py --config ...)." if isinstance(header.get("format_version"), int)
+               and header["format_version"] < FORMAT_VERSION else "Upgrade ghn to read it.")
         )
     try:
         config = GHNConfig.from_dict(header["config"])

@@ -87,9 +87,15 @@ class GHNConfig:
     """Scale predicted tensors to the statistics of a sound init for their role (see ghn/nn/normalize.py)."""
     num_op_embeddings: int = 512
     """Rows of the op-type table; ops with larger ids (user ops) share the last row."""
+    init_blend: float = 0.0
+    """Fraction of each predicted weight's variance that `ghn.predict` takes from the model's own init (its values,
+    or fresh draws of its std on meta); training replaces the same fraction with noise, so the GHN learns
+    predictions that keep their value when blended. 0 writes the GHN's prediction alone."""
 
     def __post_init__(self) -> None:
         _positive(self, "num_op_embeddings")
+        if not (isinstance(self.init_blend, (int, float)) and 0.0 <= self.init_blend < 1.0):
+            raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
 
     @property
     def hidden_dim(self) -> int:

@@ -174,6 +174,9 @@ class LowRankDecoder(Decoder):
         nn.init.zeros_(self.to_spectrum.weight)  # a flat spectrum to start with: every rank counts the same
         nn.init.zeros_(self.to_spectrum.bias)
         self.to_vector = nn.Linear(hidden_dim, self.index_dim + 1)
+        with torch.no_grad():  # 1-D tensors (biases, norms) start near their init: raw values ~0.1, far from tanh's bounds
+            self.to_vector.weight.mul_(0.1 / math.sqrt(self.index_dim))
+            self.to_vector.bias.zero_()
 
     def forward(
         self, embeddings: Tensor, shape: tuple[int, ...], transposed: bool = False, cache: dict | None = None

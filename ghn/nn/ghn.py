@@ -9,7 +9,6 @@ Shape letters: N nodes, D hidden.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,8 @@ class GHN(nn.Module):
         self.slot = nn.Embedding(_MAX_SLOTS, hidden)
         self.param_mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
         self.decoder = DECODERS.get(self.config.decoder.kind)(hidden, self.config.decoder)
-        # log of the classifier-head gain (see ghn/nn/normalize.py): heads start at 0.1x the fan-in std.
-        self.log_classifier_gain = nn.Parameter(torch.tensor(math.log(0.1)))
+        # logit of the classifier-head gain 0.5 + 0.5 * sigmoid (see ghn/nn/normalize.py): in (0.5, 1), 0.75 at init.
+        self.classifier_gain_logit = nn.Parameter(torch.tensor(0.0))
 
     # -- construction ---------------------------------------------------------------------------------------------
     @classmethod
@@ -80,7 +79,10 @@ class GHN(nn.Module):
     @property
     def classifier_gain(self) -> float:
         """The learned multiplier of classifier-head std (see ghn/nn/normalize.py)."""
-        return float(self.log_classifier_gain.detach().exp())
+        return float(self._classifier_gain().detach())
+
+    def _classifier_gain(self) -> Tensor:
+        return 0.5 + 0.5 * torch.sigmoid(self.classifier_gain_logit)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -132,7 +134,7 @@ class GHN(nn.Module):
         for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={})):
             if self.config.normalize:
                 raw = normalize_params(
-                    raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self.log_classifier_gain.exp()
+                    raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self._classifier_gain()
                 )
             yield [members[j] for j in js], raw
 

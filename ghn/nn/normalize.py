@@ -1,20 +1,25 @@
-"""Role-based normalization: every predicted tensor is put at the scale a sound init gives a parameter of its role.
+"""Role-based normalization: every predicted tensor is put where the model's own init puts it, so the GHN chooses
+directions and structure, not scales (a sharp, large-scale prediction wins at step 0 and then trains slowly).
 
-The rules, in one place (switch them off with `GHNConfig(normalize=False)`):
+The model's own init of each tensor, (mean, std), is `ParamInfo.init_mean/init_std`: measured from the model's
+values when it has them, from its module types' init rules on `meta` (`ghn.graph.init_stats`). The rules, in one
+place (switch them off with `GHNConfig(normalize=False)`):
 
 | role                 | predicted value                                                                      |
 |----------------------|--------------------------------------------------------------------------------------|
-| weight               | standardized, std = gain / sqrt(fan_in); gain from the activation after the layer     |
-|                      | (or after the norm that directly follows it)                                         |
-|                      | (sqrt(2) for ReLU-like, 5/3 tanh, else 1); divided by sqrt(#residual adds) when the   |
-|                      | layer's result goes straight into a residual add (GPT-2's depth scaling)              |
-| classifier           | standardized, std = g / sqrt(fan_in), g a learned scalar of the GHN starting at 0.1  |
-| embedding, position  | standardized, std = 0.02 (GPT-2, BERT, ViT and Llama all use this)                   |
-| bias                 | tanh-bounded to +-1 / sqrt(fan_in) of the layer (zero stays reachable)               |
-| norm_scale           | 1 + tanh(raw): around 1, in (0, 2)                                                   |
-| norm_shift           | 0.5 * tanh(raw): around 0                                                            |
-| other                | 2+ dims like weight, fewer like bias                                                 |
+| weight, embedding,   | standardized to mean 0 and the model's own init std; when that is unknown:           |
+| position, other 2+D  | gain / sqrt(fan_in) (gain from the activation after the layer or the norm right after |
+|                      | it: sqrt(2) ReLU-like, 5/3 tanh, else 1; / sqrt(#residual adds) for layers feeding a  |
+|                      | residual add), 0.02 for embeddings                                                   |
+| classifier           | the same std times g, a learned gain of the GHN in (0.5, 1), starting at 0.75         |
+| bias                 | own mean + bound * tanh(raw); bound sqrt(3) * own std (the range of PyTorch's uniform |
+|                      | bias init), 0.1 / sqrt(fan_in) when the own init is a constant, 1 / sqrt(fan_in) when |
+|                      | unknown                                                                              |
+| norm_scale           | own mean (1) + 0.25 * tanh(raw): in (0.75, 1.25)                                     |
+| norm_shift           | own mean (0) + 0.25 * tanh(raw)                                                      |
+| other 0-1 D          | like bias                                                                            |
 
+Bounds keep the values near the init; `deviation` (penalized in training) keeps them off the bounds.
 Fan-in follows the layout the op reads the tensor in (HF Conv1D stores (in, out)), see `ParamInfo.fan_in`.
 """
 
@@ -29,9 +34,11 @@ from torch import Tensor
 from ghn.graph import ComputationGraph, ParamInfo
 from ghn.nn.decoder import LowRank
 
-__all__ = ["ParamScale", "param_scales", "normalize_params", "reference_std", "EMBEDDING_STD"]
+__all__ = ["ParamScale", "param_scales", "normalize_params", "reference_std", "deviation", "EMBEDDING_STD", "NORM_BOUND"]
 
 EMBEDDING_STD = 0.02
+NORM_BOUND = 0.25  # norm scales and shifts stay within this of their init
+_CONSTANT_BIAS_BOUND = 0.1  # times 1 / sqrt(fan_in): how far a bias whose own init is a constant may move
 _GAINS = {
     "relu": math.sqrt(2.0),
     "relu6": math.sqrt(2.0),
@@ -96,13 +103,36 @@ def reference_std(info: ParamInfo, scale: ParamScale, *, classifier_gain: float 
     role = info.role
     if role == "other":
         role = "weight" if len(info.shape) >= 2 else "bias"
+    if role not in ("weight", "classifier", "embedding", "position_embedding"):
+        return None
+    gain = classifier_gain if role == "classifier" else 1.0
+    if info.init_std is not None:
+        return gain * info.init_std
     if role == "weight":
         return scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
     if role == "classifier":
-        return classifier_gain / math.sqrt(max(info.fan_in, 1))
-    if role in ("embedding", "position_embedding"):
-        return EMBEDDING_STD
-    return None
+        return gain / math.sqrt(max(info.fan_in, 1))
+    return EMBEDDING_STD
+
+
+def _center_and_bound(info: ParamInfo, scale: ParamScale) -> tuple[float, float]:
+    """(center, bound) of a bounded parameter: its value is center + bound * tanh(raw)."""
+    if info.role in ("norm_scale", "norm_shift"):
+        default = 1.0 if info.role == "norm_scale" else 0.0
+        return (default if info.init_mean is None else info.init_mean), NORM_BOUND
+    fan_bound = 1.0 / math.sqrt(max(scale.layer_fan_in, 1))
+    if info.init_std is None:
+        return 0.0, fan_bound
+    if info.init_std > 0:
+        return info.init_mean or 0.0, math.sqrt(3.0) * info.init_std
+    return info.init_mean or 0.0, _CONSTANT_BIAS_BOUND * fan_bound
+
+
+def deviation(value: Tensor, info: ParamInfo, scale: ParamScale) -> Tensor:
+    """Mean of ((value - center) / bound)^2 for a bounded parameter (bias, norm): 1 at the bounds, 0 at the init.
+    Training adds it to the loss so the GHN keeps such values near the init rather than at their bounds."""
+    center, bound = _center_and_bound(info, scale)
+    return ((value - center) / bound).pow(2).mean()
 
 
 def normalize_params(
@@ -116,9 +146,8 @@ def normalize_params(
     table above).
 
     Low-rank outputs stay factored: their means and variances come from the factors, and the standardization is
-    folded into the factors' scale and shift. `classifier_gain` (a learned scalar of the GHN) multiplies the std of
-    classifier heads: starting small, predicted networks begin uncertain rather than confidently wrong, which keeps
-    GHN training away from the collapse where every input gets the same logits.
+    folded into the factors' scale and shift. `classifier_gain` (a learned scalar of the GHN in (0.5, 1))
+    multiplies the std of classifier heads, so predicted networks may begin less confident than the model's init.
 
     Shapes: raw (T, *shape) or a `LowRank` of T tensors; infos and scales have length T.
     """
@@ -151,20 +180,17 @@ def normalize_params(
             else:
                 centered = values - values.mean(1, keepdim=True)
                 values = centered * (target / centered.pow(2).mean(1, keepdim=True).add(1e-12).sqrt())
-        elif kind == "norm_scale":
-            values = 1.0 + values.tanh()
-        elif kind == "norm_shift":
-            values = 0.5 * values.tanh()
-        else:  # bias-like: bounded by the layer's fan-in
-            bound = torch.tensor([scales[i].layer_fan_in for i in members], dtype=flat.dtype, device=device)
-            values = values.tanh() / bound.clamp_min(1).sqrt()[:, None]
+        else:  # bounded: center + bound * tanh(raw), see `_center_and_bound`
+            pairs = [_center_and_bound(infos[i], scales[i]) for i in members]
+            center = torch.tensor([c for c, _ in pairs], dtype=flat.dtype, device=device)[:, None]
+            bound = torch.tensor([b for _, b in pairs], dtype=flat.dtype, device=device)[:, None]
+            values = center + bound * values.tanh()
         out = out.index_copy(0, index, values)
     return out.view_as(raw)
 
 
 def _by_rule(infos: list[ParamInfo], stds: list[float | None]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
-    for i, (info, std) in enumerate(zip(infos, stds)):
-        kind = "std" if std is not None else info.role if info.role in ("norm_scale", "norm_shift") else "bias"
-        groups.setdefault(kind, []).append(i)
+    for i, std in enumerate(stds):
+        groups.setdefault("std" if std is not None else "bounded", []).append(i)
     return groups

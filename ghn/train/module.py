@@ -23,6 +23,8 @@ from ghn.data.architectures import Architecture
 from ghn.data.metrics import evaluate, task_loss
 from ghn.errors import ConfigError
 from ghn.nn import GHN, GHN_PRESETS, GHNConfig
+from ghn.nn.normalize import ParamScale, deviation, param_scales, reference_std
+from ghn.predict import blend_with_init, is_blended
 from ghn.train.config import OptimConfig
 
 __all__ = ["GHNModule"]
@@ -35,7 +37,13 @@ class GHNModule(L.LightningModule):
         ghn: a preset name ('logah-tiny', ...) or a full `GHNConfig`.
         ghn_overrides: top-level `GHNConfig` fields to replace in the preset (e.g. {'normalize': false}).
         optim: optimizer and schedule.
-        norm_penalty: weight of the mean squared value of predicted parameters, added to the task loss.
+        deviation_penalty: weight of the mean `ghn.nn.normalize.deviation` of the predicted biases and norm parameters
+            (0 at their init, 1 at their bounds), added to the task loss: it keeps them near the init, where
+            networks stay trainable, instead of at the bounds that the loss of untrained networks pulls them to.
+        noise: fraction of each predicted weight's variance replaced by fresh Gaussian noise of the same std before
+            the task loss, so the GHN learns predictions that keep their value when `ghn.predict` blends them with
+            the model's own init; sets `GHNConfig.init_blend` of the trained GHN. 0.5 measured best on digits, 0 on
+            pydoc text (benchmarks/RESULTS.md, issue 11).
         model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
     """
 
@@ -45,7 +53,8 @@ class GHNModule(L.LightningModule):
         *,
         ghn_overrides: dict[str, Any] | None = None,
         optim: OptimConfig = OptimConfig(),
-        norm_penalty: float = 1e-4,
+        deviation_penalty: float = 0.1,
+        noise: float = 0.5,
         model_cache_size: int = 256,
     ) -> None:
         super().__init__()
@@ -53,13 +62,18 @@ class GHNModule(L.LightningModule):
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
         config = replace(config, **(ghn_overrides or {}))
-        self.save_hyperparameters({"ghn": config.to_dict(), "optim": optim.__dict__, "norm_penalty": norm_penalty})
+        config = replace(config, init_blend=noise)  # validated by GHNConfig
+        if not deviation_penalty >= 0:
+            raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
+        self.save_hyperparameters({"ghn": config.to_dict(), "optim": optim.__dict__, "deviation_penalty": deviation_penalty})
         self.ghn = GHN(config)
         self.optim = optim
-        self.norm_penalty = norm_penalty
+        self.deviation_penalty = deviation_penalty
+        self.noise = config.init_blend
         self.model_cache_size = model_cache_size
         self._models: OrderedDict[str, nn.Module] = OrderedDict()
         self._random_metrics: dict[str, dict[str, float]] = {}
+        self._param_scales: dict[str, dict[str, ParamScale]] = {}
         self._step_start = time.perf_counter()
 
     # -- target networks ------------------------------------------------------------------------------------------
@@ -93,15 +107,17 @@ class GHNModule(L.LightningModule):
         correct, count = 0, 0
         for arch, params in zip(archs, predicted):
             model = self.target_model(arch).train()
-            loss, num_correct = task_loss(functional_call(model, params, (x,)), y)
+            penalties.append(self._deviation(arch, params))
+            loss, num_correct = task_loss(functional_call(model, self._perturbed(arch, params), (x,)), y)
             losses.append(loss)
             by_family[arch.family].append(loss.detach())
-            penalties.append(torch.stack([p.pow(2).mean() for p in params.values()]).mean())
             correct, count = correct + int(num_correct), count + y.numel()
         task = torch.stack(losses).mean()
-        loss = task + self.norm_penalty * torch.stack(penalties).mean()
+        deviation = torch.stack(penalties).mean()
+        loss = task + self.deviation_penalty * deviation
         batch_size = x.shape[0]
         self.log("train/loss", task, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        self.log("train/deviation", deviation, batch_size=batch_size, sync_dist=True)
         self.log("train/acc", correct / count, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/ppl", math.exp(min(float(task.detach()), 50.0)), batch_size=batch_size, sync_dist=True)
         for family, values in by_family.items():  # ranks see different families: syncing would deadlock DDP
@@ -112,6 +128,46 @@ class GHNModule(L.LightningModule):
             self.log("train/archs_per_s", len(archs) / elapsed, batch_size=batch_size)
             self.log("train/samples_per_s", len(archs) * batch_size / elapsed, batch_size=batch_size)
         return loss
+
+    def _deviation(self, arch: Architecture, params: dict[str, Tensor]) -> Tensor:
+        """Mean deviation of the predicted bounded parameters (biases, norms) from their init."""
+        graph = arch.graph
+        scales = self._scales(arch)
+        values = [
+            deviation(params[name], info, scales[name])
+            for name, info in graph.params.items()
+            if name in params and reference_std(info, scales[name]) is None
+        ]
+        return torch.stack(values).mean() if values else next(iter(params.values())).new_zeros(())
+
+    def _perturbed(self, arch: Architecture, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`params` with `noise` of each weight-like tensor's variance replaced by Gaussian noise of its std."""
+        if self.noise == 0:
+            return params
+        keep, add = math.sqrt(1.0 - self.noise), math.sqrt(self.noise)
+        scales, out = self._scales(arch), dict(params)
+        for name, value in params.items():
+            if value.dim() >= 2 and reference_std(arch.graph.params[name], scales[name]) is not None:
+                out[name] = keep * value + add * value.detach().std() * torch.randn_like(value)
+        return out
+
+    def _blended(self, arch: Architecture, model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`params` as `ghn.predict` writes them: blended with the model's own init (its built values) when the GHN
+        has `init_blend`, so validation scores what users get."""
+        if self.noise == 0:
+            return params
+        scales, out = self._scales(arch), dict(params)
+        for name, value in params.items():
+            info = arch.graph.params[name]
+            if is_blended(info, scales[name]):
+                out[name] = blend_with_init(value.clone(), model.get_parameter(name), info, self.noise)
+        return out
+
+    def _scales(self, arch: Architecture) -> dict[str, ParamScale]:
+        scales = self._param_scales.get(arch.hash)
+        if scales is None:
+            scales = self._param_scales[arch.hash] = param_scales(arch.graph)
+        return scales
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad.norm() for p in self.ghn.parameters() if p.grad is not None]
@@ -132,6 +188,7 @@ class GHNModule(L.LightningModule):
             predicted = self.ghn([a.graph for a in archs])
         for arch, params in zip(archs, predicted):
             model = self.target_model(arch)
+            params = self._blended(arch, model, params)
             for key, value in evaluate(model, data, params=params).items():
                 out[key].append(value)
             for key, value in self.random_metrics(arch, data).items():

@@ -6,6 +6,8 @@ https://arxiv.org/abs/1605.07146. Shape letters: B batch, C channels, H/W height
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -182,6 +184,14 @@ class ResNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def reference_init(self) -> dict[str, tuple[float, float]]:
+        """(mean, std) `reset_parameters` gives each conv, also on meta (ghn.graph.init_stats reads it)."""
+        return {
+            f"{path}.weight": (0.0, math.sqrt(2.0 / (module.out_channels * math.prod(module.kernel_size))))
+            for path, module in self.named_modules()
+            if isinstance(module, nn.Conv2d)
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, base_width, H', W')

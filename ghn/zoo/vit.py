@@ -179,6 +179,17 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    def reference_init(self) -> dict[str, tuple[float, float]]:
+        """(mean, std) `reset_parameters` gives each tensor it sets, also on meta (ghn.graph.init_stats reads it)."""
+        stats = {"pos_embed": (0.0, 0.02)} | ({"cls_token": (0.0, 0.02)} if self.cls_token is not None else {})
+        for path, module in self.named_modules():
+            prefix = f"{path}." if path else ""
+            if isinstance(module, nn.Linear):
+                stats[prefix + "weight"] = (0.0, 0.02)
+                if module.bias is not None:
+                    stats[prefix + "bias"] = (0.0, 0.0)
+        return stats
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, N_patches, D)
         if self.cls_token is not None:

@@ -124,6 +124,12 @@ def test_loose_parameters_are_predicted_by_their_roles() -> None:
     params = GHN(config)([graph])[0]
     assert set(params) == set(graph.params)
     assert params["bias2d"].shape == (1, 16) and params["bias2d"].abs().max() <= 1.0
+    # the token is zeros in the model's own init, so it is predicted as zeros; on meta no rule knows it: 0.02
+    assert graph.params["token"].init_std == 0.0 and params["token"].abs().max() == 0
+    with torch.device("meta"):
+        meta_graph = build_graph(WithLooseParams(), torch.zeros(2, 16))
+    assert meta_graph.params["token"].init_std is None
+    params = GHN(config)([meta_graph])[0]
     torch.testing.assert_close(params["token"].std(unbiased=False), torch.tensor(EMBEDDING_STD))
 
 

@@ -58,7 +58,7 @@ def test_training_logs_the_documented_metrics(tmp_path):
     events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "train/grad_norm", "train/archs_per_s", "train/samples_per_s",
+    for tag in ("train/loss", "train/deviation", "train/acc", "train/grad_norm", "train/archs_per_s", "train/samples_per_s",
                 "val/acc", "val/acc_random", "val/loss", "val/loss_random"):  # fmt: skip
         assert tag in tags, tag
     assert any(t.startswith("train/loss_") for t in tags), "loss per family"
@@ -90,6 +90,23 @@ def test_bad_names_and_sizes_fail_before_training():
         GHNDataModule(num_train_archs=2, meta_batch_size=4)
     with pytest.raises(UnknownNameError):
         GHNModule("logah-huge")
+    with pytest.raises(ConfigError, match="deviation_penalty"):
+        GHNModule(deviation_penalty=-1.0)
+
+
+def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
+    from ghn.data.architectures import make_architecture
+    from ghn.nn.normalize import NORM_BOUND, _center_and_bound
+    from ghn.zoo import lookup_config
+
+    module = GHNModule()
+    arch = make_architecture(lookup_config("vit-tiny/4")[1])  # LayerNorms and biases
+    params = {n: torch.full(info.shape, 1.0 if info.role == "norm_scale" else 0.0) for n, info in arch.graph.params.items()}
+    assert float(module._deviation(arch, params)) == pytest.approx(0.0)
+    scales = module._scales(arch)
+    at_bounds = {n: torch.full(info.shape, sum(_center_and_bound(info, scales[n]))) for n, info in arch.graph.params.items()}
+    assert float(module._deviation(arch, at_bounds)) == pytest.approx(1.0)
+    assert NORM_BOUND < 0.5
 
 
 def test_space_must_match_task_kind():
