@@ -61,6 +61,8 @@ class GHNModule(L.LightningModule):
         config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
+        if "init_blend" in (ghn_overrides or {}):
+            raise ConfigError("Set GHNConfig.init_blend through GHNModule's `noise` (--model.noise), which sets both.")
         config = replace(config, **(ghn_overrides or {}))
         config = replace(config, init_blend=noise)  # validated by GHNConfig
         if not deviation_penalty >= 0:

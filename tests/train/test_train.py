@@ -92,6 +92,11 @@ def test_bad_names_and_sizes_fail_before_training():
         GHNModule("logah-huge")
     with pytest.raises(ConfigError, match="deviation_penalty"):
         GHNModule(deviation_penalty=-1.0)
+    with pytest.raises(ConfigError, match="noise"):
+        GHNModule(ghn_overrides={"init_blend": 0.2})
+    with pytest.raises(ConfigError, match="init_blend must be in"):
+        GHNModule(noise=1.0)
+    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.25
 
 
 def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
