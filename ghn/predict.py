@@ -182,8 +182,8 @@ def predict(
         for m in models:
             _move_real_tensors(m, torch.device(device))
     targets = [_target_device(m, device, ghn) for m in models]
-    reports = [_start_report(m, g) for m, g in zip(models, graphs)]
     fraction = ghn.config.init_blend
+    reports = [_start_report(m, g, fraction) for m, g in zip(models, graphs)]
     scales = [param_scales(g) for g in graphs] if fraction else None
     was_training = ghn.training
     ghn.eval()
@@ -194,7 +194,6 @@ def predict(
                 blend = fraction if scales and is_blended(graph.params[name], scales[index][name]) else 0.0
                 _write(models[index], graph, name, prediction, targets[index], blend)
                 reports[index].predicted.append(name)
-                reports[index].init_blend = fraction
     finally:
         ghn.train(was_training)
     for m, g, report, target in zip(models, graphs, reports, targets):
@@ -227,12 +226,13 @@ def _move_real_tensors(model: nn.Module, device: torch.device) -> None:
                 module._buffers[name] = buffer.to(device)
 
 
-def _start_report(model: nn.Module, graph: ComputationGraph) -> PredictionReport:
+def _start_report(model: nn.Module, graph: ComputationGraph, init_blend: float) -> PredictionReport:
     trainable = [p for p in graph.params.values() if p.trainable]
     return PredictionReport(
         model_type=type(model).__name__,
         num_total_tensors=len(trainable),
         num_total_params=sum(p.numel for p in trainable),
+        init_blend=init_blend,
     )
 
 

@@ -325,10 +325,14 @@ def _zoo_target(name: str, config: Any) -> _Target:
 
 def _available(names: list[str]) -> list[str]:
     """The outside networks whose optional package is installed; the others are logged and left out."""
-    missing = [n for n in names if OUTSIDE.get(n).needs and importlib.util.find_spec(OUTSIDE.get(n).needs) is None]
+    missing = [n for n in names if _missing_package(OUTSIDE.get(n))]
     if missing:
         logger.warning("Leaving out outside networks %s: they need a package that is not installed.", missing)
     return [n for n in names if n not in missing]
+
+
+def _missing_package(entry: OutsideModel) -> bool:
+    return entry.needs is not None and importlib.util.find_spec(entry.needs) is None
 
 
 def _outside_target(entry: OutsideModel, task: TaskData) -> _Target:
@@ -338,7 +342,7 @@ def _outside_target(entry: OutsideModel, task: TaskData) -> _Target:
         raise ConfigError(
             f"Outside network {entry.name!r} is a {entry.kind} model but task {task.name!r} is {task.kind} data."
         )
-    if entry.needs is not None and importlib.util.find_spec(entry.needs) is None:
+    if _missing_package(entry):
         raise ConfigError(f"Outside network {entry.name!r} needs {entry.needs!r}: pip install {entry.needs}.")
     values = task_values(task)
     model = entry.build(values)

@@ -76,6 +76,7 @@ class GHNModule(L.LightningModule):
         self._models: OrderedDict[str, nn.Module] = OrderedDict()
         self._random_metrics: dict[str, dict[str, float]] = {}
         self._param_scales: dict[str, dict[str, ParamScale]] = {}
+        self._bounded_names: dict[str, list[str]] = {}
         self._step_start = time.perf_counter()
 
     # -- target networks ------------------------------------------------------------------------------------------
@@ -133,13 +134,8 @@ class GHNModule(L.LightningModule):
 
     def _deviation(self, arch: Architecture, params: dict[str, Tensor]) -> Tensor:
         """Mean deviation of the predicted bounded parameters (biases, norms) from their init."""
-        graph = arch.graph
         scales = self._scales(arch)
-        values = [
-            deviation(params[name], info, scales[name])
-            for name, info in graph.params.items()
-            if name in params and reference_std(info, scales[name]) is None
-        ]
+        values = [deviation(params[name], arch.graph.params[name], scales[name]) for name in self._bounded(arch)]
         return torch.stack(values).mean() if values else next(iter(params.values())).new_zeros(())
 
     def _perturbed(self, arch: Architecture, params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -149,7 +145,7 @@ class GHNModule(L.LightningModule):
         keep, add = math.sqrt(1.0 - self.noise), math.sqrt(self.noise)
         scales, out = self._scales(arch), dict(params)
         for name, value in params.items():
-            if value.dim() >= 2 and reference_std(arch.graph.params[name], scales[name]) is not None:
+            if is_blended(arch.graph.params[name], scales[name]):
                 out[name] = keep * value + add * value.detach().std() * torch.randn_like(value)
         return out
 
@@ -170,6 +166,16 @@ class GHNModule(L.LightningModule):
         if scales is None:
             scales = self._param_scales[arch.hash] = param_scales(arch.graph)
         return scales
+
+    def _bounded(self, arch: Architecture) -> list[str]:
+        """Owned parameters that normalization bounds rather than scales (biases, norms), computed once per arch."""
+        names = self._bounded_names.get(arch.hash)
+        if names is None:
+            scales = self._scales(arch)
+            names = [n for n, info in arch.graph.params.items() if info.node is not None
+                     and reference_std(info, scales[n]) is None]  # fmt: skip
+            self._bounded_names[arch.hash] = names
+        return names
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad.norm() for p in self.ghn.parameters() if p.grad is not None]
