@@ -11,10 +11,10 @@ from ghn._version import __version__
 from ghn.errors import GHNError
 from ghn.export import export, export_predicted
 from ghn.graph import ComputationGraph, build_graph, register_op
-from ghn.nn import GHN, GHNConfig
 from ghn.hub import from_pretrained
+from ghn.meta import empty_weights
+from ghn.nn import GHN, GHNConfig
 from ghn.predict import PredictionReport, predict, predict_params
-
 
 __all__ = [
     "__version__",
@@ -24,6 +24,7 @@ __all__ = [
     "GHNError",
     "PredictionReport",
     "build_graph",
+    "empty_weights",
     "export",
     "export_predicted",
     "from_pretrained",

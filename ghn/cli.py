@@ -50,7 +50,13 @@ COMMANDS = Registry[CommandSpec]("command")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `ghn` with `argv` (default: the process arguments) and return the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"] and not {"-h", "--help"} & set(argv[1:2]):
+        # train_ghn.py's options are LightningCLI's own (--config, --data.task ...): argparse cannot pass through
+        # options that start with '-', so everything after 'train' goes to the training entry as it is.
+        args = argparse.Namespace(command="train", debug="--debug" in argv[1:], options=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return COMMANDS.get(args.command).run(args)
     except GHNError as err:
@@ -155,12 +161,11 @@ COMMANDS.register(
 
 
 # -- ghn export / ghn predict ------------------------------------------------------------------------------------------
-def _add_ghn_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    default = "" if required else "; default: the shipped pretrained GHN for the model's task"
+def _add_ghn_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ghn", required=required, metavar="NAME_OR_PATH",
-        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL"
-        + default,
+        "--ghn", metavar="NAME_OR_PATH",
+        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL; "
+        "default: the shipped pretrained GHN for the model's task, as ghn.predict(model) picks it",
     )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="where the GHN runs (default cpu); weights go through the CPU")
 
@@ -179,30 +184,36 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="model spec, built on 'meta': 'zoo:gpt2-large', 'hf:llama-tiny'")
-    _add_ghn_argument(parser, required=True)
+    _add_ghn_argument(parser)
     parser.add_argument("--out", required=True, metavar="PATH", help="directory (Hugging Face) or '.safetensors' file")
     _add_output_arguments(parser)
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="model spec: 'zoo:resnet18-cifar', 'hf:gpt2'")
-    _add_ghn_argument(parser, required=False)
+    _add_ghn_argument(parser)
     parser.add_argument("--out", metavar="PATH", help="also export the predicted weights to PATH (as ghn export does)")
     _add_output_arguments(parser)
 
 
-def _load_ghn_argument(args: argparse.Namespace):
-    from ghn.hub import from_pretrained
+def _load_ghn_argument(args: argparse.Namespace, model=None):
+    """--ghn, or with none the shipped GHN `ghn.predict` would pick for `model` (logged), on --device."""
+    from ghn.hub import default_ghn_for, from_pretrained
 
+    if args.ghn is None:
+        ghn = default_ghn_for(model).to(args.device)
+        print(f"No --ghn given: using the shipped pretrained GHN {ghn.metadata.get('name')!r}, as ghn.predict(model) "
+              "picks it for this model's task.", file=sys.stderr)  # fmt: skip
+        return ghn
     return from_pretrained(args.ghn, map_location=args.device, progress=True)
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from ghn import zoo
     from ghn.export import export_predicted
 
-    path = export_predicted(
-        args.spec, _load_ghn_argument(args), args.out, format=args.format, dtype=args.dtype, force=args.force
-    )
+    ghn = _load_ghn_argument(args, None if args.ghn else zoo.create(args.spec, device="meta"))
+    path = export_predicted(args.spec, ghn, args.out, format=args.format, dtype=args.dtype, force=args.force)
     print(_export_summary(args.spec, path))
     return 0
 
@@ -210,11 +221,10 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     from ghn import zoo
     from ghn.export import export_predicted
-    from ghn.hub import default_ghn_for
     from ghn.predict import predict
 
     model = zoo.create(args.spec, device="meta")
-    hypernet = _load_ghn_argument(args) if args.ghn else default_ghn_for(model).to(args.device)
+    hypernet = _load_ghn_argument(args, model)
     if args.out:
         path = export_predicted(model, hypernet, args.out, format=args.format, dtype=args.dtype, force=args.force)
         print(_export_summary(args.spec, path))
@@ -261,8 +271,9 @@ COMMANDS.register(
 # -- ghn eval ---------------------------------------------------------------------------------------------------------
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ghn", required=True, metavar="NAME_OR_PATH",
-        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL",
+        "--ghn", metavar="NAME_OR_PATH",
+        help="the GHN: a pretrained name (logah-tiny.digits), a saved directory or .safetensors file, or a URL; "
+        "default: the shipped pretrained GHN for --task's kind (with no --task: logah-tiny.digits)",
     )  # fmt: skip
     parser.add_argument("--task", help="task to evaluate on (digits, pydoc, cifar10, ...); default the GHN's own")
     parser.add_argument(
@@ -298,7 +309,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ghn.evaluate import INITS, RECIPES, check_steps, evaluate_ghn, parse_archs
-    from ghn.hub import from_pretrained
+    from ghn.hub import default_ghn_name, from_pretrained
 
     try:
         steps = [int(s) for s in args.steps.split(",") if s.strip()]
@@ -316,7 +327,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # the command owns its process; tiny convs lose time syncing threads
-    hypernet = from_pretrained(args.ghn, map_location=args.device, progress=sys.stderr.isatty())
+    if args.ghn is None and ("ghn" in inits or args.task is None):  # the GHN's metadata names the default task
+        args.ghn = default_ghn_name(_task_kind(args.task) if args.task else "image", args.task or "digits")
+        print(f"No --ghn given: evaluating the shipped pretrained GHN {args.ghn!r}.", file=sys.stderr)
+    hypernet = None if args.ghn is None else from_pretrained(args.ghn, map_location=args.device,
+                                                             progress=sys.stderr.isatty())  # fmt: skip
     recipe = None
     if args.eval_every is not None:
         kind = hypernet.metadata.get("task_kind") if args.task is None else _task_kind(args.task)
@@ -385,7 +400,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from ghn.train.cli import main as train_main  # Lightning loads only when training
 
-    train_main(list(args.options))
+    train_main([option for option in args.options if option != "--debug"])
     return 0
 
 

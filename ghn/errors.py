@@ -12,6 +12,7 @@ __all__ = [
     "IntegrityError",
     "OfflineError",
     "MissingDependencyError",
+    "MetaBufferError",
 ]
 
 
@@ -60,3 +61,7 @@ class OfflineError(GHNError, ConnectionError):
 
 class MissingDependencyError(GHNError, ImportError):
     """An optional dependency (an extra) is needed for this call but is not installed."""
+
+
+class MetaBufferError(GHNError, RuntimeError):
+    """A model holds a buffer on `meta` (no values) that ghn cannot recompute; a GHN predicts parameters only."""

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ghn._logging import get_logger
 from ghn.errors import CheckpointError, ConfigError, MissingDependencyError
 from ghn.graph import ComputationGraph, build_graph
+from ghn.meta import recompute_buffers
 from ghn.nn import GHN
 from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write
 from ghn.nn.decoder import LowRank
@@ -252,7 +253,10 @@ def export_predicted(
     cast to `dtype` and written at its place in the file before the next one is made. Peak memory is the GHN, the
     graph and about one predicted tensor in float32 plus its cast copy: far below the model's own size. Parameters
     the GHN does not own keep the model's values, or are zeros on `meta` (logged); BatchNorm running statistics are
-    reset and other `meta` buffers are zeros, exactly as `ghn.predict` does. The file equals `export(predict(model))`.
+    reset and other `meta` buffers the file stores get their real values from the model's own init
+    (`ghn.meta.recompute_buffers`), exactly as `ghn.predict` does. The file equals `export(predict(model))`.
+    A spec is built with `ghn.empty_weights()` (parameters on meta, buffers real). Non-persistent buffers (rotary
+    frequencies, position ids) are in neither format: the model they are loaded into makes its own.
 
     Args:
         model: a spec for `ghn.zoo.create` ('zoo:gpt2-large', 'hf:llama-tiny'), built on `meta`; or a model.
@@ -271,6 +275,7 @@ def export_predicted(
         ConfigError: `out` exists (and not `force`), or the format or dtype is unknown.
         UnknownNameError: the spec names no model.
         GraphError: the model's graph cannot be built.
+        MetaBufferError: a buffer the file stores is on `meta` and cannot be recomputed.
     """
     dtype = _parse_dtype(dtype)
     out = Path(out)
@@ -283,6 +288,8 @@ def export_predicted(
     _check_output(out, name, force=force)  # before the slow part
     graph = build_graph(model, example_inputs)
     state = model.state_dict(keep_vars=True)
+    on_meta = {name for name, buffer in model.named_buffers(remove_duplicate=False) if buffer.is_meta}
+    buffers = recompute_buffers(model, "cpu", names=on_meta & state.keys())  # only those the file stores
     coverage = graph.coverage()
     summary = {
         "num_predicted_params": coverage.num_owned,
@@ -292,9 +299,9 @@ def export_predicted(
     record = _record(model, name, dtype, spec=spec, ghn=ghn, prediction=summary, metadata=metadata)
 
     def fill(writer: _SafetensorsWriter) -> None:
-        report = _stream_predictions(model, graph, ghn, writer, state)
+        report = _stream_predictions(model, graph, ghn, writer, state, buffers)
         logger.info("%s", report)
-        if report.not_predicted or report.uninitialized_buffers:
+        if report.not_predicted:
             logger.warning("Prediction of %s is incomplete:\n%s", report.model_type, report)
 
     return _FORMATS[name](model, out, state, fill, record, dtype=dtype, force=force)
@@ -487,7 +494,12 @@ def _report_summary(report: PredictionReport) -> dict[str, Any]:
 
 # -- streaming predictions ------------------------------------------------------------------------------------------
 def _stream_predictions(
-    model: nn.Module, graph: ComputationGraph, ghn: GHN, writer: _SafetensorsWriter, state: dict[str, Tensor]
+    model: nn.Module,
+    graph: ComputationGraph,
+    ghn: GHN,
+    writer: _SafetensorsWriter,
+    state: dict[str, Tensor],
+    buffers: dict[str, Tensor],
 ) -> PredictionReport:
     """Write every predicted tensor (under all its names) as it is made, then what the GHN does not predict."""
     trainable = [info for info in graph.params.values() if info.trainable]
@@ -522,14 +534,19 @@ def _stream_predictions(
             report.not_predicted[info.name] = info.reason or "no node owns it"
             if state[info.name].is_meta:
                 report.not_predicted[info.name] += "; the model was on meta, so it was set to zeros"
-    _write_rest(model, writer, state, report)
+    _write_rest(model, writer, state, buffers, report)
     return report
 
 
 def _write_rest(
-    model: nn.Module, writer: _SafetensorsWriter, state: dict[str, Tensor], report: PredictionReport
+    model: nn.Module,
+    writer: _SafetensorsWriter,
+    state: dict[str, Tensor],
+    buffers: dict[str, Tensor],
+    report: PredictionReport,
 ) -> None:
-    """Keys the GHN did not predict: running statistics reset, real tensors as they are, meta tensors as zeros."""
+    """Keys the GHN did not predict: running statistics reset, real tensors as they are, meta buffers as
+    `recompute_buffers` gave them, meta parameters as zeros."""
     for path, module in model.named_modules():
         if not callable(getattr(module, "reset_running_stats", None)):
             continue
@@ -545,11 +562,11 @@ def _write_rest(
             if prefix + name in writer.pending:
                 writer.write(prefix + name, buffer)
                 report.reset_buffers.append(prefix + name)
-    is_buffer = {name for name, _ in model.named_buffers(remove_duplicate=False)}
     for key in list(writer.pending):
         tensor = state[key]
-        if tensor.is_meta and key in is_buffer:
-            report.uninitialized_buffers.append(key)
+        if key in buffers:
+            report.recomputed_buffers.append(key)
+            tensor = buffers[key]
         writer.write(key, torch.zeros(tensor.shape, dtype=tensor.dtype) if tensor.is_meta else tensor)
 
 

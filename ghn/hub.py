@@ -39,9 +39,16 @@ from ghn.errors import (
     UnknownNameError,
 )
 from ghn.graph import ComputationGraph, build_graph
+from ghn.graph.inputs import task_inputs
 from ghn.nn import GHN, GHNConfig, load_ghn
 from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_header
-from ghn.predict import DEFAULT_GHN_RESOLVERS
+from ghn.predict import (
+    DEFAULT_GHN_INPUTS,
+    DEFAULT_GHN_RESOLVERS,
+    model_task_kind,
+    model_task_size,
+    untrained_head_note,
+)
 from ghn.registry import Registry, close_matches
 
 __all__ = [
@@ -50,6 +57,7 @@ __all__ = [
     "URL_SCHEMES",
     "PretrainedSpec",
     "default_ghn_for",
+    "default_ghn_name",
     "from_pretrained",
     "load_manifest",
     "manifest_entry",
@@ -565,50 +573,70 @@ def default_ghn_for(model: torch.nn.Module | ComputationGraph) -> GHN:
     Raises:
         ConfigError: no shipped pretrained GHN has the model's task kind.
     """
-    graph = model if isinstance(model, ComputationGraph) else build_graph(model)
+    graph = model if isinstance(model, ComputationGraph) else build_graph(model, task_inputs=shipped_task_inputs())
     ghn = _resolve_default([graph])
+    if ghn is not None:
+        kind = model_task_kind(graph)
+        _warn_if_untrained_head(graph, PRETRAINED.get(ghn.metadata["name"]), kind)
     if ghn is None:
         raise ConfigError(
-            f"No shipped pretrained GHN was trained on {_task_kind(graph)} tasks (manifest {str(manifest_path())!r}). "
+            f"No shipped pretrained GHN was trained on {model_task_kind(graph)} tasks (manifest {str(manifest_path())!r}). "
             "Pass a GHN to predict, e.g. ghn.from_pretrained('<name or path>')."
         )
     return ghn
 
 
+def default_ghn_name(kind: str, task: str | None = None) -> str:
+    """The shipped pretrained GHN that `ghn eval` uses for a task kind ('image', 'text') when given no GHN: the one
+    trained on `task` when there is one, else the first by name.
+
+    Raises:
+        ConfigError: no shipped pretrained GHN has that task kind.
+    """
+    candidates = [spec for spec in PRETRAINED.values() if spec.task_kind == kind and spec.is_shipped]
+    if not candidates:
+        raise ConfigError(
+            f"No shipped pretrained GHN was trained on {kind} tasks (manifest {str(manifest_path())!r}). "
+            "Pass one with --ghn NAME_OR_PATH."
+        )
+    spec = min(candidates, key=lambda s: (s.task != task, s.name))
+    logger.info("No GHN given: using the shipped pretrained GHN %r (trained on %s task %r).", spec.name, kind,
+                spec.task)  # fmt: skip
+    return spec.name
+
+
 def _resolve_default(graphs: list[ComputationGraph]) -> GHN | None:
-    kinds = {_task_kind(g) for g in graphs}
+    kinds = {model_task_kind(g) for g in graphs}
     if len(kinds) > 1:
         raise ConfigError("predict got image and text models together with no GHN. Predict them separately.")
     kind = kinds.pop()
     candidates = [spec for spec in PRETRAINED.values() if spec.task_kind == kind and spec.is_shipped]
     if not candidates:
         return None
-    size = _task_size(graphs[0], kind)
+    size = model_task_size(graphs[0], kind)
     spec = min(candidates, key=lambda s: (_spec_size(s, kind) != size, s.name))
     logger.info("No GHN given: using the shipped pretrained GHN %r (trained on %s task %r).", spec.name, kind,
                 spec.task)  # fmt: skip
-    ghn = from_pretrained(spec.name, progress=False)
-    for graph in graphs:
-        _warn_if_untrained_head(graph, spec, kind)
-    return ghn
+    return from_pretrained(spec.name, progress=False)  # predict notes an untrained head in its report
+
+
+def shipped_task_inputs() -> list[tuple[str, Any]]:
+    """[(description, inputs)] of every shipped GHN's training task, by name: what a model that declares no input
+    is traced on when `ghn.predict` picks the GHN itself."""
+    out = []
+    for spec in sorted((s for s in PRETRAINED.values() if s.is_shipped), key=lambda s: s.name):
+        if spec.task_kind == "image" and spec.input_shape:
+            values = {"in_channels": spec.input_shape[0], "image_size": spec.input_shape[-1]}
+        else:
+            values = {"vocab_size": spec.vocab_size}
+        inputs = task_inputs(spec.task_kind, values, torch.device("meta"))
+        if inputs is not None:
+            out.append((f"the task of GHN {spec.name!r} ({spec.task})", inputs))
+    return out
 
 
 DEFAULT_GHN_RESOLVERS.append(_resolve_default)
-
-
-def _task_kind(graph: ComputationGraph) -> Literal["image", "text"]:
-    first = next((node for node in graph.nodes if node.params), None)
-    is_text = first is not None and any(graph.params[name].role == "embedding" for name in first.params)
-    return "text" if is_text else "image"
-
-
-def _task_size(graph: ComputationGraph, kind: str) -> int | None:
-    """Classes (the classifier's outputs) of an image model, vocabulary (first embedding's rows) of a text model."""
-    if kind == "text":
-        first = next(node for node in graph.nodes if node.params)
-        return next(graph.params[n].shape[0] for n in first.params if graph.params[n].role == "embedding")
-    heads = [info for info in graph.params.values() if info.role == "classifier"]
-    return heads[-1].logical_shape[0] if heads else None
+DEFAULT_GHN_INPUTS.append(shipped_task_inputs)
 
 
 def _spec_size(spec: PretrainedSpec, kind: str) -> int | None:
@@ -616,13 +644,6 @@ def _spec_size(spec: PretrainedSpec, kind: str) -> int | None:
 
 
 def _warn_if_untrained_head(graph: ComputationGraph, spec: PretrainedSpec, kind: str) -> None:
-    size, trained = _task_size(graph, kind), _spec_size(spec, kind)
-    if size is None or trained is None or size == trained:
-        return
-    what, part = ("classes", "classifier head") if kind == "image" else ("tokens in its vocabulary", "token embeddings")
-    logger.warning(
-        "Pretrained GHN %r was trained on task %r with %d %s, but %s has %d: its %s is predicted but untrained for "
-        "this task. Fine-tune the model, or pass a GHN trained on your task.",
-        spec.name, spec.task, trained, what, graph.model_type, size, part,
-    )  # fmt: skip
-
+    note = untrained_head_note(graph, spec.name, spec.task, kind, _spec_size(spec, kind))
+    if note:
+        logger.warning("%s", note)

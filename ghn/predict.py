@@ -1,7 +1,7 @@
 """`predict` and `predict_params`: a GHN fills every parameter of a PyTorch model, or returns them differentiably.
 
 A model on the `meta` device is predicted straight into real tensors, one tensor at a time, so a 774M-parameter
-GPT-2 Large needs little more memory than its own weights.
+GPT-2 Large needs little more memory than its own weights; its buffers are recomputed (`ghn.meta`), never zeros.
 """
 
 from __future__ import annotations
@@ -20,13 +20,21 @@ from ghn._logging import get_logger
 from ghn.errors import ConfigError
 from ghn.graph import ComputationGraph, ParamInfo, build_graph
 from ghn.graph.init_stats import INIT_STATS_ATTR
+from ghn.graph.inputs import task_inputs
+from ghn.meta import recompute_buffers
 from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
 
-__all__ = ["DEFAULT_GHN_RESOLVERS", "PredictionReport", "blend_with_init", "is_blended", "predict", "predict_params"]
+__all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "model_task_kind", "model_task_size",
+           "untrained_head_note", "PredictionReport", "blend_with_init", "is_blended", "predict", "predict_params"]
 
 logger = get_logger(__name__)
+
+#: Asked, when `predict`/`predict_params` get no GHN and no example inputs, for the training inputs of the GHNs the
+#: resolvers below may pick: each returns [(description, (args, kwargs))], tried in order on a model that declares
+#: no input of its own (`ghn.hub` adds the shipped GHNs' tasks).
+DEFAULT_GHN_INPUTS: list[Callable[[], list[tuple[str, Any]]]] = []
 
 #: Asked in order for a GHN when `predict`/`predict_params` get none: each takes the graphs and returns a GHN or None.
 #: `ghn.hub` (imported by `import ghn`) adds one that picks the shipped pretrained GHN for the graphs' task; predict
@@ -51,14 +59,21 @@ class PredictionReport:
     predicted: list[str] = field(default_factory=list)
     not_predicted: dict[str, str] = field(default_factory=dict)
     reset_buffers: list[str] = field(default_factory=list)
-    uninitialized_buffers: list[str] = field(default_factory=list)
+    recomputed_buffers: list[str] = field(default_factory=list)
+    """Buffers the model held on `meta`, given their values by `ghn.meta.recompute_buffers` (BatchNorm's are in
+    `reset_buffers`)."""
     init_blend: float = 0.0
     """Fraction of each weight's variance taken from the model's own init (the GHN's `config.init_blend`)."""
+    example_inputs: str = ""
+    """What the model was traced on: where the inputs came from (given, declared by the model, the GHN's task,
+    guessed from the first layer) and their shapes."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the prediction, e.g. inputs of another size than the GHN was trained on (also logged)."""
 
     @property
     def is_complete(self) -> bool:
-        """Every trainable parameter was predicted and no buffer was left without its value."""
-        return not self.not_predicted and not self.uninitialized_buffers
+        """Every trainable parameter was predicted (buffers always have their values: `predict` raises otherwise)."""
+        return not self.not_predicted
 
     def __str__(self) -> str:
         lines = [
@@ -67,12 +82,24 @@ class PredictionReport:
             + (f", weights blended with the model's own init ({self.init_blend:.0%} of their variance)"
                if self.init_blend else "")
         ]
+        if self.example_inputs:
+            lines.append(f"  traced on {self.example_inputs}")
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  not predicted: {name!r} ({why})" for name, why in self.not_predicted.items()]
         if self.reset_buffers:
             lines.append(f"  running statistics reset (not predicted): {len(self.reset_buffers)} buffers")
-        if self.uninitialized_buffers:
-            lines.append(f"  buffers set to zeros (the model was on meta and a GHN does not predict buffers): {', '.join(self.uninitialized_buffers)}")
+        if self.recomputed_buffers:
+            lines.append(f"  buffers recomputed (they were on meta): {', '.join(self.recomputed_buffers)}")
         return "\n".join(lines)
+
+
+def _load_given(ghn: GHN | str | Path | None) -> GHN | None:
+    """`ghn` as a GHN (loaded when a path), or None."""
+    if ghn is None or isinstance(ghn, GHN):
+        return ghn
+    if isinstance(ghn, (str, Path)):
+        return load_ghn(ghn)
+    raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
 
 
 def _resolve_ghn(ghn: GHN | str | Path | None, graphs: list[ComputationGraph]) -> GHN:
@@ -92,16 +119,86 @@ def _resolve_ghn(ghn: GHN | str | Path | None, graphs: list[ComputationGraph]) -
     raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
 
 
-def _graphs(models: Sequence[nn.Module | ComputationGraph], example_inputs: Any) -> list[ComputationGraph]:
+def ghn_task_inputs(ghn: GHN) -> list[tuple[str, Any]]:
+    """[(description, inputs)] of the data `ghn` was trained on (its metadata's task), [] when it does not say."""
+    meta = ghn.metadata or {}
+    inputs = task_inputs(meta.get("task_kind", ""), meta.get("task_values") or {}, torch.device("meta"))
+    if inputs is None:
+        return []
+    return [(f"the task of GHN {meta.get('name') or 'given'!r} ({meta.get('task', '?')})", inputs)]
+
+
+def _graphs(
+    models: Sequence[nn.Module | ComputationGraph], example_inputs: Any, ghn: GHN | None
+) -> list[ComputationGraph]:
+    """The graphs of `models`; with no `example_inputs`, a model that declares none is traced on the inputs of the
+    GHN's task (of the default GHNs' tasks when `ghn` is None)."""
+    if example_inputs is not None:
+        task = []
+    elif ghn is not None:
+        task = ghn_task_inputs(ghn)
+    else:
+        task = [item for provider in DEFAULT_GHN_INPUTS for item in provider()]
     graphs = []
     for model in models:
         if isinstance(model, ComputationGraph):
             graphs.append(model)
         elif isinstance(model, nn.Module):
-            graphs.append(build_graph(model, example_inputs))
+            graphs.append(build_graph(model, example_inputs, task_inputs=task))
         else:
             raise TypeError(f"Expected an nn.Module or a ComputationGraph, got {type(model).__name__!r}.")
     return graphs
+
+
+def model_task_kind(graph: ComputationGraph) -> str:
+    """'text' when the first parameterized node owns an embedding (the inputs are token ids), else 'image'."""
+    first = next((node for node in graph.nodes if node.params), None)
+    is_text = first is not None and any(graph.params[name].role == "embedding" for name in first.params)
+    return "text" if is_text else "image"
+
+
+def model_task_size(graph: ComputationGraph, kind: str) -> int | None:
+    """Classes (the classifier's outputs) of an image model, vocabulary (first embedding's rows) of a text model."""
+    if kind == "text":
+        first = next(node for node in graph.nodes if node.params)
+        return next(graph.params[n].shape[0] for n in first.params if graph.params[n].role == "embedding")
+    heads = [info for info in graph.params.values() if info.role == "classifier"]
+    return heads[-1].logical_shape[0] if heads else None
+
+
+def untrained_head_note(graph: ComputationGraph, name: str | None, task: str | None, kind: str,
+                        trained: int | None) -> str | None:  # fmt: skip
+    """One line when the model's classes (vocabulary) differ from the `trained` count of the GHN's task."""
+    size = model_task_size(graph, kind)
+    if size is None or trained is None or size == trained:
+        return None
+    what, part = ("classes", "classifier head is") if kind == "image" else ("tokens in its vocabulary", "token embeddings are")
+    return (f"Pretrained GHN {name!r} was trained on task {task!r} with {trained} {what}, but {graph.model_type} has "
+            f"{size}: its {part} predicted but untrained for this task. Fine-tune the model, or pass a GHN trained "
+            "on your task.")  # fmt: skip
+
+
+def _input_notes(graph: ComputationGraph, ghn: GHN) -> list[str]:
+    """Lines for what differs between the model and the GHN's training task: the image size and channels it was
+    traced on, its classes or vocabulary."""
+    meta = ghn.metadata or {}
+    values, kind, name = meta.get("task_values") or {}, meta.get("task_kind"), meta.get("name") or "given"
+    notes = []
+    if kind == "image" and values.get("image_size"):
+        expected = (values.get("in_channels"), values["image_size"], values["image_size"])
+        traced = next((shape[1:] for shape in graph.input_shapes if len(shape) == 4), None)
+        if traced is not None and tuple(traced) != expected:
+            notes.append(
+                f"{graph.model_type} was traced on {graph.inputs}, but GHN {name!r} was trained on "
+                f"{'x'.join(map(str, expected))} images ({meta.get('task', '?')}): this model's inputs are not the "
+                "ones it learned, so fine-tune the prediction or use a GHN trained on such images."
+            )
+    if kind in ("image", "text") and model_task_kind(graph) == kind:
+        trained = values.get("num_classes") if kind == "image" else values.get("vocab_size")
+        note = untrained_head_note(graph, name, meta.get("task"), kind, trained)
+        if note:
+            notes.append(note)
+    return notes
 
 
 @overload
@@ -123,7 +220,8 @@ def predict_params(model, ghn=None, *, example_inputs=None):
         example_inputs: inputs to trace the model(s) with, when they cannot be derived.
     """
     single = not isinstance(model, (list, tuple))
-    graphs = _graphs([model] if single else model, example_inputs)
+    ghn = _load_given(ghn)
+    graphs = _graphs([model] if single else model, example_inputs, ghn)
     ghn = _resolve_ghn(ghn, graphs)
     params = ghn(graphs)
     return params[0] if single else params
@@ -140,14 +238,16 @@ def predict(
 ):
     """Fill every parameter of `model` with the GHN's prediction.
 
-    Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted. A GHN with
+    Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted, and buffers
+    on `meta` get their real values from the model's own init (`ghn.meta.recompute_buffers`: rotary frequencies,
+    position ids; build large models with `ghn.empty_weights()` so no buffer needs recomputing). A GHN with
     `config.init_blend` > 0 mixes that fraction of the model's own init into every weight (`blend_with_init`: the
     model's values, or fresh draws of their init std on meta), as it was trained to expect. The report
     (`model.ghn_report`, or returned with `return_report=True`) lists what was and was not predicted.
 
     Args:
         model: a model, or a list of models predicted in one batched GHN forward. A model on the `meta` device gets
-            real tensors on `device`, made one at a time (no random init first).
+            real tensors on `device`, made one at a time (no random init first); its real buffers move there.
         ghn: the hypernetwork, or the path of a saved one. None picks the shipped pretrained GHN for the model's
             task through `DEFAULT_GHN_RESOLVERS` (with `import ghn`: `ghn.hub.default_ghn_for`).
         example_inputs: inputs to trace the model with, when they cannot be derived.
@@ -166,6 +266,8 @@ def predict(
         GraphError: the model's graph cannot be built.
         CheckpointError: `ghn` names a checkpoint that cannot be loaded.
         ConfigError: `ghn` is None and no default GHN fits the model.
+        MetaBufferError: a buffer on `meta` cannot be recomputed (before anything is written); the message says
+            how to build the model instead.
     """
     single = not isinstance(model, (list, tuple))
     models = [model] if single else list(model)
@@ -176,14 +278,21 @@ def predict(
         raise ValueError("predict writes real values, so device cannot be 'meta'. Pass 'cpu', 'cuda' or None.")
     if not inplace:
         models = [copy.deepcopy(m) for m in models]
-    graphs = _graphs(models, example_inputs)
+    ghn = _load_given(ghn)
+    graphs = _graphs(models, example_inputs, ghn)
     ghn = _resolve_ghn(ghn, graphs)
-    if device is not None:
-        for m in models:
-            _move_real_tensors(m, torch.device(device))
     targets = [_target_device(m, device, ghn) for m in models]
+    buffers = [recompute_buffers(m, t) for m, t in zip(models, targets)]  # raises before anything is written
+    for m, target, values in zip(models, targets, buffers):
+        if device is not None or _has_meta_params(m):
+            _move_real_tensors(m, target)
+        _set_buffers(m, values)
     fraction = ghn.config.init_blend
     reports = [_start_report(m, g, fraction) for m, g in zip(models, graphs)]
+    for graph, report in zip(graphs, reports):
+        report.notes = _input_notes(graph, ghn)
+        for note in report.notes:
+            logger.warning("%s", note)
     scales = [param_scales(g) for g in graphs] if fraction else None
     was_training = ghn.training
     ghn.eval()
@@ -196,8 +305,10 @@ def predict(
                 reports[index].predicted.append(name)
     finally:
         ghn.train(was_training)
-    for m, g, report, target in zip(models, graphs, reports, targets):
+    for m, g, report, target, values in zip(models, graphs, reports, targets, buffers):
         _finish(m, g, report, target)
+        reset = set(report.reset_buffers)
+        report.recomputed_buffers = [name for name in values if name not in reset]
         _record_init_stats(m, g)
         m.ghn_report = report
         logger.info("%s", report)
@@ -212,6 +323,17 @@ def _target_device(model: nn.Module, device: str | torch.device | None, ghn: GHN
         return torch.device(device)
     own = next(model.parameters()).device
     return ghn.device if own.type == "meta" else own
+
+
+def _has_meta_params(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters())
+
+
+def _set_buffers(model: nn.Module, values: dict[str, Tensor]) -> None:
+    """Put the recomputed values in place of the meta buffers (their persistence is kept: only the tensor changes)."""
+    for name, value in values.items():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = value
 
 
 def _move_real_tensors(model: nn.Module, device: torch.device) -> None:
@@ -230,6 +352,7 @@ def _start_report(model: nn.Module, graph: ComputationGraph, init_blend: float) 
     trainable = [p for p in graph.params.values() if p.trainable]
     return PredictionReport(
         model_type=type(model).__name__,
+        example_inputs=graph.inputs,
         num_total_tensors=len(trainable),
         num_total_params=sum(p.numel for p in trainable),
         init_blend=init_blend,
@@ -286,7 +409,9 @@ def _write(
         new = nn.Parameter(target, requires_grad=param.requires_grad)
         for alias in (name, *info.aliases):
             owner, _, leaf = alias.rpartition(".")
-            model.get_submodule(owner)._parameters[leaf] = new
+            # setattr, not `_parameters[leaf] = new`: nn.RNN/GRU/LSTM keep a list of their weights (_flat_weights)
+            # that only their __setattr__ refreshes.
+            setattr(model.get_submodule(owner), leaf, new)
 
 
 def _record_init_stats(model: nn.Module, graph: ComputationGraph) -> None:
@@ -298,7 +423,7 @@ def _record_init_stats(model: nn.Module, graph: ComputationGraph) -> None:
 
 
 def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport, device: torch.device) -> None:
-    """Fill in the report; reset running statistics; materialize what is left on meta."""
+    """Fill in the report; reset running statistics; parameters the GHN did not predict are zeros on meta."""
     predicted = set(report.predicted)
     for info in graph.params.values():
         if info.name in predicted:
@@ -314,15 +439,7 @@ def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport,
     for path, module in model.named_modules():
         prefix = f"{path}." if path else ""
         if callable(getattr(module, "reset_running_stats", None)):
-            for name, buffer in list(module.named_buffers(recurse=False)):
-                if buffer.is_meta:
-                    module._buffers[name] = torch.empty_like(buffer, device=device)
             module.reset_running_stats()
             report.reset_buffers += [prefix + n for n, _ in module.named_buffers(recurse=False)]
-        else:
-            for name, buffer in list(module.named_buffers(recurse=False)):
-                if buffer.is_meta:
-                    module._buffers[name] = torch.zeros_like(buffer, device=device)
-                    report.uninitialized_buffers.append(prefix + name)
-    if report.not_predicted or report.uninitialized_buffers:
+    if report.not_predicted:
         logger.warning("Prediction of %s is incomplete:\n%s", report.model_type, report)

@@ -68,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description", default="", help="one paragraph: what it is for")
     args = parser.parse_args(argv)
     meta = read_header(args.ghn_dir).get("metadata", {})
+    if args.eval and not args.eval.is_file():  # before anything is copied: a failed ship changes nothing
+        parser.error(f"--eval {str(args.eval)!r} is not a file (the results.md that quality.py --eval-out wrote).")
+    eval_text = args.eval.read_text() if args.eval else ""
     target = HERE / args.name
     target.mkdir(exist_ok=True)
     for file in (CONFIG_NAME, WEIGHTS_NAME):  # atomically, like every file ghn writes: never a half-copied entry
         atomic_write(target / file, lambda tmp, source=args.ghn_dir / file: shutil.copyfile(source, tmp))
-    eval_text = args.eval.read_text() if args.eval else ""
     write_model_card(
         target,
         model_card(args.name, meta, command=args.command, hardware=args.hardware, description=args.description,

@@ -22,9 +22,9 @@ from ghn.evaluate import (
     filter_similarity,
     orthogonal_init,
     parameter_diversity,
+    protocol,
     steps_to_target,
 )
-from ghn.evaluate import protocol
 from ghn.evaluate.measures import METRICS
 from ghn.graph import build_graph
 from ghn.nn import GHN

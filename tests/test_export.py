@@ -17,7 +17,7 @@ from torch import nn
 
 import ghn
 from ghn.cli import main
-from ghn.errors import ConfigError
+from ghn.errors import ConfigError, MetaBufferError
 from ghn.export import RECORD_NAME, _SafetensorsWriter, export, export_predicted, read_export_record
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig
 
@@ -57,6 +57,34 @@ def _predicted(spec: str, hypernet: GHN, **overrides) -> nn.Module:
 def _hf_gpt2() -> nn.Module:
     config = transformers.GPT2Config(**GPT2_SMALL, bos_token_id=None, eos_token_id=None)
     return transformers.GPT2LMHeadModel(config)
+
+
+def _llama() -> nn.Module:
+    config = transformers.LlamaConfig(
+        vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
+class Shifted(nn.Module):
+    """A linear layer plus a stored (persistent) shift its constructor computes; with `keep_value=False` the value
+    is kept nowhere else.
+
+    Shapes:
+        input: (B, 4)
+        output: (B, 4)
+    """
+
+    def __init__(self, value: float = 0.5, keep_value: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("shift", torch.full((4,), value))
+        if keep_value:
+            self.value, self.keep_value = value, keep_value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + self.shift
 
 
 def _tokens() -> torch.Tensor:
@@ -195,7 +223,7 @@ def test_streamed_export_equals_export_of_the_predicted_model(tmp_path: Path, sm
     overrides = VISION["zoo:resnet18-cifar"]
     meta = ghn.zoo.create("zoo:resnet18-cifar", device="meta", **overrides)
     streamed = export_predicted(meta, small_ghn, tmp_path / "streamed.safetensors", dtype=dtype)
-    assert all(t.is_meta for t in meta.state_dict().values())  # the given model is not changed
+    assert all(p.is_meta for p in meta.parameters())  # the given model is not changed
     predicted = _predicted("zoo:resnet18-cifar", small_ghn, **overrides)
     reference = export(predicted, tmp_path / "ref.safetensors", dtype=dtype)
     expected = load_file(reference)
@@ -217,6 +245,57 @@ def test_streamed_export_of_a_spec_loads_into_hf(tmp_path: Path, small_ghn: GHN)
     expected = reference.transformer.h[1].mlp.c_fc.weight.bfloat16()
     torch.testing.assert_close(loaded.transformer.h[1].mlp.c_fc.weight, expected)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_streamed_export_of_a_meta_llama_loads_with_its_rotary_frequencies(tmp_path: Path, small_ghn: GHN) -> None:
+    """Regression (issue 12): a Llama built on meta was predicted with zero rotary frequencies. The frequencies are
+    a non-persistent buffer, which the Hugging Face format does not store: `from_pretrained` makes its own, and the
+    loaded model computes what the predicted one does."""
+    with torch.device("meta"):
+        model = _llama()
+    out = export_predicted(model, small_ghn, tmp_path / "llama")
+    assert not any(key.endswith("inv_freq") for key in load_file(out / "model.safetensors"))
+    loaded, info = transformers.LlamaForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    with torch.device("meta"):
+        predicted = _llama()
+    predicted = ghn.predict(predicted, small_ghn, device="cpu").eval()
+    torch.testing.assert_close(predicted.model.rotary_emb.inv_freq, _llama().model.rotary_emb.inv_freq, rtol=0, atol=0)
+    streamed = load_file(out / "model.safetensors")
+    expected = load_file(export(predicted, tmp_path / "ref") / "model.safetensors")
+    assert streamed.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(streamed[key], expected[key], rtol=0, atol=0, msg=key)
+    tokens = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(tokens).logits, predicted(tokens).logits)
+
+
+def test_streamed_export_stores_recomputed_meta_buffers_not_zeros(tmp_path: Path, small_ghn: GHN) -> None:
+    with torch.device("meta"):
+        model = Shifted()
+    inputs = torch.zeros(1, 4)
+    streamed = load_file(export_predicted(model, small_ghn, tmp_path / "s.safetensors", example_inputs=inputs))
+    assert torch.equal(streamed["shift"], torch.full((4,), 0.5))
+    assert model.shift.is_meta  # the given model is not changed
+    with torch.device("meta"):
+        predicted = Shifted()
+    ghn.predict(predicted, small_ghn, example_inputs=inputs)
+    reference = load_file(export(predicted, tmp_path / "r.safetensors"))
+    for key in reference:
+        torch.testing.assert_close(streamed[key], reference[key], rtol=0, atol=0, msg=key)
+
+
+def test_streamed_export_of_a_meta_buffer_that_cannot_be_recomputed_raises(tmp_path: Path, small_ghn: GHN) -> None:
+    with torch.device("meta"):
+        model = Shifted(0.25, keep_value=False)
+    with pytest.raises(MetaBufferError, match=r"'shift'.*needs its argument 'value'.*ghn\.empty_weights\(\)"):
+        export_predicted(model, small_ghn, tmp_path / "s.safetensors", example_inputs=torch.zeros(1, 4))
+    assert list(tmp_path.iterdir()) == []
+    with ghn.empty_weights():
+        model = Shifted(0.25, keep_value=False)
+    out = export_predicted(model, small_ghn, tmp_path / "s.safetensors", example_inputs=torch.zeros(1, 4))
+    assert torch.equal(load_file(out)["shift"], torch.full((4,), 0.25))
 
 
 def test_ghn_export_command_writes_a_loadable_file(tmp_path: Path, small_ghn: GHN, capsys) -> None:

@@ -26,6 +26,7 @@ from ghn.errors import CheckpointError, ConfigError, IntegrityError, OfflineErro
 from ghn.hub import (
     PRETRAINED,
     default_ghn_for,
+    default_ghn_name,
     from_pretrained,
     load_manifest,
     manifest_entry,
@@ -374,3 +375,29 @@ def test_ghn_predict_command(shipped, tmp_path: Path, capsys, monkeypatch: pytes
     TinyCNN().load_state_dict(load_file(out), strict=True)
     assert main(["predict", spec, "--ghn", "no-such.ghn"]) == 2
     assert "no-such.ghn" in capsys.readouterr().err
+
+
+def test_ghn_export_and_eval_default_to_the_shipped_ghn(shipped, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for the 'module:test_hub:TinyCNN' spec
+    out = tmp_path / "cnn.safetensors"
+    assert main(["export", "module:test_hub:TinyCNN", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"No --ghn given: using the shipped pretrained GHN {NAME!r}" in captured.err
+    assert f"GHN {NAME!r}" in captured.out
+    TinyCNN().load_state_dict(load_file(out), strict=True)
+    argv = ["eval", "--archs", "module:test_hub:TinyCNN", "--steps", "0", "--seeds", "1", "--inits", "ghn,random"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"evaluating the shipped pretrained GHN {NAME!r}" in captured.err and "| ghn |" in captured.out
+
+
+def test_default_ghn_name_prefers_the_task_and_names_the_kind_it_lacks(shipped) -> None:
+    assert default_ghn_name("image") == NAME == default_ghn_name("image", "cifar10")
+    with pytest.raises(ConfigError, match="text tasks.*--ghn"):
+        default_ghn_name("text", "pydoc")
+
+
+def test_the_repo_manifest_defaults_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHN_PRETRAINED_MANIFEST", str(REPO_MANIFEST))
+    assert default_ghn_name("image") == "logah-tiny.digits"
+    assert default_ghn_name("text", "pydoc") == "logah-tiny.pydoc"

@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ghn"
 LAYERS = {
-    "_version": 0, "errors": 0, "registry": 0, "_config": 0, "_logging": 0,
+    "_version": 0, "errors": 0, "registry": 0, "_config": 0, "_logging": 0, "meta": 0,
     "graph": 1, "zoo": 1,
     "nn": 2, "data": 2,
     "predict": 3,

@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 import ghn
-from ghn.errors import CheckpointError, ConfigError, GraphError
+from ghn.errors import CheckpointError, ConfigError, GraphError, MetaBufferError
 from ghn.graph import build_graph, derive_example_inputs
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
 from ghn.predict import PredictionReport, predict, predict_params
@@ -139,10 +139,10 @@ def _check_graph_predictions(ghn_model: GHN, graph) -> None:
 
 
 def _check_predicted_model(model: nn.Module, report: PredictionReport) -> None:
-    """`predict` filled every parameter with real, finite, well-scaled values and said so (buffers a GHN cannot
-    know, such as a meta Llama's rotary frequencies, are reported apart)."""
+    """`predict` filled every parameter with real, finite, well-scaled values and said so; no tensor is left on
+    meta (buffers a GHN cannot know, such as a meta Llama's rotary frequencies, are recomputed)."""
     assert not report.not_predicted, str(report)
-    assert report.is_complete == (not report.uninitialized_buffers)
+    assert report.is_complete
     assert model.ghn_report is report
     assert report.num_predicted_params == report.num_total_params > 0
     graph = build_graph(model)
@@ -241,6 +241,35 @@ def test_hf_gpt2_on_meta_is_predicted_into_real_tensors_with_ties_kept(logah_tin
     embedding = model.transformer.wte.weight.detach()
     direction = torch.randn(embedding.shape[1], dtype=torch.float64)
     assert (embedding.double() @ direction).unique().numel() == embedding.shape[0] == 50257
+
+
+def _meta_build(build: str):
+    return torch.device("meta") if build == "meta" else ghn.empty_weights()
+
+
+@pytest.mark.parametrize("build", ["meta", "empty_weights"])
+@pytest.mark.parametrize("class_name", ["LlamaForCausalLM", "GPT2LMHeadModel", "ViTForImageClassification"])
+def test_hf_model_built_on_meta_gives_the_logits_of_the_model_built_on_cpu(
+    logah_tiny: GHN, class_name: str, build: str
+) -> None:
+    """Regression (issue 12): a Llama predicted from meta came back with zero rotary frequencies. Built either
+    way, the predicted model must compute what the same model built normally computes with the same parameters."""
+    with _meta_build(build):
+        model = _hf_model(class_name)
+    model = predict(model, logah_tiny).eval()
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    reference = _hf_model(class_name).eval()
+    params = dict(model.named_parameters(remove_duplicate=False))
+    missing, unexpected = reference.load_state_dict(params, strict=False)
+    assert not unexpected and set(missing) <= {name for name, _ in reference.named_buffers()}
+    for name, buffer in reference.named_buffers():
+        torch.testing.assert_close(model.get_buffer(name), buffer, rtol=0, atol=0, msg=name)
+    args, kwargs = derive_example_inputs(reference, torch.device("cpu"))
+    with torch.no_grad():
+        expected = reference(*args, **kwargs).logits
+        torch.testing.assert_close(model(*args, **kwargs).logits, expected, rtol=0, atol=0)
+    if class_name == "LlamaForCausalLM":
+        assert model.model.rotary_emb.inv_freq.abs().min() > 0
 
 
 # -- determinism and diversity --------------------------------------------------------------------------------------
@@ -369,27 +398,52 @@ def test_meta_model_is_predicted_into_real_cpu_tensors(logah_tiny: GHN) -> None:
     _check_predicted_model(model, report)
     assert all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
     assert torch.equal(model.bn.running_var, torch.ones(8))
-    assert report.uninitialized_buffers == []
+    assert report.recomputed_buffers == []  # BatchNorm's are reset, and listed as such
     assert torch.isfinite(model(torch.randn(2, 3, 8, 8))).all()
 
 
-def test_meta_model_buffers_that_are_not_running_stats_are_zeroed_and_reported(logah_tiny: GHN) -> None:
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(4, 4)
-            self.register_buffer("scale", torch.full((4,), 2.0))
+class Scaled(nn.Module):
+    """A linear layer whose output is scaled by a buffer its constructor computes; with `keep_factor=False` the
+    factor is kept nowhere, so the constructor cannot be run again to recompute the buffer.
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(x) * self.scale
+    Shapes:
+        input: (B, 4)
+        output: (B, 4)
+    """
 
+    def __init__(self, factor: float = 2.0, keep_factor: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("scale", torch.full((4,), factor))
+        if keep_factor:
+            self.factor, self.keep_factor = factor, keep_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale
+
+
+def test_meta_model_buffers_are_recomputed_not_zeroed(logah_tiny: GHN) -> None:
+    """Regression (issue 12): buffers a constructor computes came back as zeros from a model built on meta."""
     with torch.device("meta"):
         model = Scaled()
     _, report = predict(model, logah_tiny, example_inputs=torch.zeros(1, 4), return_report=True)
-    assert report.uninitialized_buffers == ["scale"]
-    assert torch.equal(model.scale, torch.zeros(4))
-    assert not report.not_predicted and not report.is_complete  # every parameter predicted; the buffer is not
-    assert "buffers set to zeros" in str(report)
+    assert torch.equal(model.scale, torch.full((4,), 2.0))
+    assert report.recomputed_buffers == ["scale"] and report.is_complete
+    assert "buffers recomputed" in str(report)
+
+
+def test_meta_buffer_that_cannot_be_recomputed_raises_with_the_fix(logah_tiny: GHN) -> None:
+    with torch.device("meta"):
+        model = Scaled(3.0, keep_factor=False)  # re-running Scaled() would give 2.0, not 3.0
+    fix = r"'scale'.*re-running Scaled\(\.\.\.\) needs its argument 'factor'.*with ghn\.empty_weights\(\):"
+    with pytest.raises(MetaBufferError, match=fix):
+        predict(model, logah_tiny, example_inputs=torch.zeros(1, 4))
+    assert all(t.is_meta for t in model.state_dict().values())  # it raised before writing anything
+    with ghn.empty_weights():
+        model = Scaled(3.0, keep_factor=False)
+    _, report = predict(model, logah_tiny, example_inputs=torch.zeros(1, 4), return_report=True)
+    assert torch.equal(model.scale, torch.full((4,), 3.0))
+    assert report.recomputed_buffers == [] and report.is_complete
 
 
 def test_unused_parameters_are_reported_not_predicted(logah_tiny: GHN) -> None:

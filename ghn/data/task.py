@@ -156,5 +156,11 @@ def load_task(name: str, **kwargs: Any) -> TaskData:
         )
     missing = [key for key, default in options.items() if default is inspect.Parameter.empty and key not in kwargs]
     if missing:
-        raise ConfigError(f"Task {name!r} needs option(s) {', '.join(map(repr, missing))}; pass them to load_task.")
+        keys = ", ".join(map(repr, missing))
+        call = ", ".join(f"{key}=..." for key in missing)
+        json_options = ", ".join(f'"{key}": ...' for key in missing)
+        raise ConfigError(
+            f"Task {name!r} needs option(s) {keys}: load_task({name!r}, {call}), train_ghn.py --data.task_options "
+            f"'{{{json_options}}}' or ghn eval --task-option {missing[0]}=..."
+        )
     return spec.load(**kwargs)

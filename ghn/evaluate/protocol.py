@@ -23,7 +23,6 @@ from ghn.data.architectures import heldout_configs, make_architecture, task_valu
 from ghn.data.metrics import logits_of
 from ghn.errors import ConfigError
 from ghn.evaluate.inits import INITS, InitContext, InitSpec
-from ghn.evaluate.outside import OUTSIDE, OutsideModel, outside_names
 from ghn.evaluate.measures import (
     MetricSpec,
     add_bits_per_byte,
@@ -31,6 +30,7 @@ from ghn.evaluate.measures import (
     parameter_diversity,
     steps_to_target,
 )
+from ghn.evaluate.outside import OUTSIDE, OutsideModel, outside_names
 from ghn.evaluate.recipe import RECIPES, FinetuneRecipe, finetune
 from ghn.evaluate.result import ArchInfo, EvalResult, RunResult
 from ghn.graph import ComputationGraph, build_graph
@@ -364,7 +364,7 @@ def _spec_target(spec: str) -> _Target:
 def _check_fits(target: _Target, task: TaskData) -> None:
     """A forward on `meta` with a batch of the task's inputs must give logits over the task's outputs."""
     with torch.device("meta"):
-        model = target.build()
+        model = target.build().to("meta")  # a spec on meta keeps real buffers (ghn.empty_weights); run wholly on meta
     dtype = torch.float32 if task.kind == "image" else torch.long
     x = torch.zeros((2, *task.input_shape), dtype=dtype, device="meta")
     try:

@@ -3,7 +3,7 @@
 from ghn.graph.build import build_graph
 from ghn.graph.graph import ComputationGraph, Coverage, Node, ParamInfo
 from ghn.graph.inputs import derive_example_inputs
-from ghn.graph.ops import OPS, ROLES, OpSpec, ParamSlot, register_op, unregister_op
+from ghn.graph.ops import OPS, ROLES, OpSpec, ParamList, ParamSlot, register_op, unregister_op
 from ghn.graph.views import MAX_DISTANCE, shortest_paths
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Node",
     "OpSpec",
     "ParamInfo",
+    "ParamList",
     "ParamSlot",
     "build_graph",
     "derive_example_inputs",

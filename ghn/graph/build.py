@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,8 +12,8 @@ from torch.func import functional_call
 from ghn._logging import get_logger
 from ghn.errors import GHNError, GraphError, UnsupportedOpError
 from ghn.graph.graph import ComputationGraph, ParamInfo
-from ghn.graph.inputs import derive_example_inputs, normalize_inputs
 from ghn.graph.init_stats import fill_init_stats
+from ghn.graph.inputs import Inputs, candidate_inputs, describe_inputs, normalize_inputs
 from ghn.graph.trace import Tracer
 
 __all__ = ["build_graph"]
@@ -26,41 +27,76 @@ def build_graph(
     *,
     device: str | torch.device | None = "meta",
     strict: bool = True,
+    task_inputs: Sequence[tuple[str, Any]] = (),
 ) -> ComputationGraph:
     """Trace `model` into the computation graph a GHN reads.
 
     Args:
         model: any PyTorch module with trainable parameters; it is not changed.
         example_inputs: a tensor, a tuple of positional inputs, a dict of keyword inputs or an (args, kwargs) pair.
-            Derived from the model when None (images for vision models, token ids for language models).
+            Derived when None: what the model declares (`example_inputs()`, Hugging Face config, timm
+            `pretrained_cfg`), then `task_inputs`, then a guess from its first layer; the first the forward runs on
+            is used (`graph.inputs` says which).
         device: where the trace runs. 'meta' (the default) costs no memory and leaves the model's own tensors
             untouched; None runs on the model's own device, for forwards that need real values.
         strict: raise `UnsupportedOpError` when an operation on parameters is not in the op vocabulary. With False
             such parameters are left unowned and listed by `graph.coverage()`.
+        task_inputs: (description, inputs) of the data the graph is for, such as a GHN's training task
+            (`ghn.graph.inputs.task_inputs`); `ghn.predict` passes its GHN's.
 
     Returns:
         The graph; every trainable parameter is owned by exactly one node unless `strict=False` let some through.
 
     Raises:
         TypeError: `model` is not an `nn.Module`.
-        GraphError: no trainable parameters, inputs cannot be derived, or the forward fails on the inputs.
+        GraphError: no trainable parameters, inputs cannot be derived, or the forward fails on the inputs (on
+            every derived candidate: the message lists them).
         UnsupportedOpError: (strict) a parameter is used by an operation the vocabulary does not cover.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"build_graph expects a torch.nn.Module, got {type(model).__name__!r}.")
-    params = _param_table(model)
-    if not any(p.trainable for p in params.values()):
+    if not any(p.trainable for p in _param_table(model).values()):
         raise GraphError(
             f"Model {type(model).__name__!r} has no trainable parameters, so there is nothing to predict. "
             "Pass a model with parameters that require grad."
         )
     own_device = next(model.parameters()).device
     device = own_device if device is None else torch.device(device)
-    if example_inputs is None:
-        args, kwargs = derive_example_inputs(model, device)
-    else:
-        args, kwargs = normalize_inputs(example_inputs, device)
+    if example_inputs is not None:
+        return _build(model, "the given example_inputs", normalize_inputs(example_inputs, device), device, strict)
+    task = [(source, normalize_inputs(inputs, device)) for source, inputs in task_inputs]
+    candidates = candidate_inputs(model, device, task)
+    if not candidates:
+        raise GraphError(
+            f"Cannot derive example inputs for model {type(model).__name__!r}. "
+            "Pass example_inputs=... (a tensor, a tuple of positional inputs or a dict of keyword inputs)."
+        )
+    failures: list[tuple[str, Inputs, GraphError]] = []
+    for source, inputs in candidates:
+        try:
+            return _build(model, source, inputs, device, strict)
+        except _ForwardError as err:
+            failures.append((source, inputs, err))
+    if len(failures) == 1:
+        raise failures[0][2]
+    tried = "; ".join(f"{source} {describe_inputs(inputs)} ({type(err.__cause__).__name__}: {err.__cause__})"
+                      for source, inputs, err in failures)  # fmt: skip
+    args, kwargs = candidates[0][1]
+    shape = next((tuple(t.shape) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor)), (1, 3, 32, 32))
+    raise GraphError(
+        f"The forward of {type(model).__name__!r} failed on every input ghn derived for it: {tried}. Pass the input "
+        f"it takes, e.g. ghn.predict(model, example_inputs=torch.randn{shape})."
+    ) from failures[-1][2].__cause__
 
+
+class _ForwardError(GraphError):
+    """The model's forward raised on one candidate input (its cause); another candidate may work."""
+
+
+def _build(model: nn.Module, source: str, inputs: Inputs, device: torch.device, strict: bool) -> ComputationGraph:
+    """Trace `model` on `inputs` (from `source`) into its graph."""
+    args, kwargs = inputs
+    params = _param_table(model)
     tensors = _tensors_on(model, params, device)
     tracer = Tracer(params, {name: tensors[name] for name in params})
     tracer.add_inputs((args, kwargs))
@@ -82,11 +118,15 @@ def build_graph(
         if info.node is None and info.reason is None:
             info.reason = "not used in forward on the example inputs"
     fill_init_stats(model, params)
-    graph = ComputationGraph(tracer.nodes, tracer.edges, params, model_type=type(model).__name__)
+    described = f"{source}: {describe_inputs(inputs)}"
+    shapes = tuple(tuple(t.shape) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor))
+    graph = ComputationGraph(tracer.nodes, tracer.edges, params, model_type=type(model).__name__, inputs=described,
+                             input_shapes=shapes)  # fmt: skip
     graph = _prune(graph)
     _mark_classifier(graph)
     coverage = graph.coverage()
-    logger.info("Built the graph of %s: %d nodes, %d edges, %s.", graph.model_type, graph.num_nodes, graph.num_edges, coverage)
+    logger.info("Built the graph of %s on %s: %d nodes, %d edges, %s.", graph.model_type, described,
+                graph.num_nodes, graph.num_edges, coverage)  # fmt: skip
     if coverage.missing:
         logger.warning("Graph of %s does not own every parameter: %s", graph.model_type, coverage)
     return graph
@@ -145,7 +185,7 @@ def _run(model: nn.Module, tracer: Tracer, tensors: dict, args: tuple, kwargs: d
         raise
     except Exception as err:  # the user's forward can raise anything; report it with the fix
         hint = " or pass device=None to trace with real values" if device.type == "meta" else ""
-        raise GraphError(
+        raise _ForwardError(
             f"The forward of {type(model).__name__!r} failed on the example inputs ({type(err).__name__}: {err}). "
             f"Pass example_inputs=... that the model accepts{hint}."
         ) from err
@@ -178,7 +218,10 @@ def _prune(graph: ComputationGraph) -> ComputationGraph:
         info.uses = [new_index[u] for u in info.uses if u in new_index]
         info.node = new_index.get(info.node) if info.node is not None else None
     edges = [(new_index[s], new_index[d]) for s, d in graph.edges if s in new_index and d in new_index]
-    return ComputationGraph([graph.nodes[i] for i in keep], edges, graph.params, model_type=graph.model_type)
+    return ComputationGraph(
+        [graph.nodes[i] for i in keep], edges, graph.params, model_type=graph.model_type, inputs=graph.inputs,
+        input_shapes=graph.input_shapes,
+    )
 
 
 def _mark_classifier(graph: ComputationGraph) -> None:

@@ -34,6 +34,8 @@ class ParamInfo:
         reason: why no node owns it, when none does.
         init_mean, init_std: the model's own init of the tensor (measured, or from `ghn.graph.init_stats`'s
             rules on meta); None when unknown.
+        num_blocks: equal blocks stacked along dim 0 that are separate output groups (the gates of a GRU or
+            LSTM, a fused q/k/v projection), from the op's `ParamSlot`.
     """
 
     name: str
@@ -47,6 +49,7 @@ class ParamInfo:
     reason: str | None = None
     init_mean: float | None = None
     init_std: float | None = None
+    num_blocks: int = 1
 
     @property
     def numel(self) -> int:
@@ -148,6 +151,10 @@ class ComputationGraph:
     edges: list[tuple[int, int]]
     params: dict[str, ParamInfo]
     model_type: str = ""
+    inputs: str = field(default="", compare=False)
+    """The example inputs it was traced with: where they came from and their shapes."""
+    input_shapes: tuple[tuple[int, ...], ...] = field(default=(), compare=False)
+    """Shapes of the tensors among those inputs, in order."""
     _pyg_cache: Any = field(default=None, repr=False, compare=False)
 
     @property

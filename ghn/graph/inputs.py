@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from ghn.errors import GraphError
 
-__all__ = ["derive_example_inputs", "normalize_inputs"]
+__all__ = ["candidate_inputs", "derive_example_inputs", "describe_inputs", "normalize_inputs", "task_inputs"]
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 _TOKENS = 16  # sequence length of derived token inputs: any length gives the same graph
@@ -53,16 +54,52 @@ def _to(value: Any, device: torch.device) -> Any:
 def derive_example_inputs(model: nn.Module, device: torch.device) -> Inputs:
     """Inputs the model can run on, from (in order) its `example_inputs()` method, a Hugging Face
     `main_input_name` and config, a timm `pretrained_cfg`, or its first parameterized layer."""
+    candidates = candidate_inputs(model, device)
+    if not candidates:
+        raise GraphError(
+            f"Cannot derive example inputs for model {type(model).__name__!r}. "
+            "Pass example_inputs=... (a tensor, a tuple of positional inputs or a dict of keyword inputs)."
+        )
+    return candidates[0][1]
+
+
+def candidate_inputs(
+    model: nn.Module, device: torch.device, task: Sequence[tuple[str, Inputs]] = ()
+) -> list[tuple[str, Inputs]]:
+    """(where from, inputs) to try in order: what the model declares (its `example_inputs()` method, a Hugging Face
+    `main_input_name` and config, a timm `pretrained_cfg`), then `task` (the inputs of a GHN's training data), then
+    a guess from its first parameterized layer."""
     if callable(getattr(model, "example_inputs", None)):
-        return normalize_inputs(model.example_inputs(), device)
-    for derive in (_from_hf, _from_timm, _from_first_layer):
-        inputs = derive(model, device)
-        if inputs is not None:
-            return inputs
-    raise GraphError(
-        f"Cannot derive example inputs for model {type(model).__name__!r}. "
-        "Pass example_inputs=... (a tensor, a tuple of positional inputs or a dict of keyword inputs)."
-    )
+        return [("the model's example_inputs()", normalize_inputs(model.example_inputs(), device))]
+    declared = [(source, derive(model, device)) for source, derive in
+                (("its Hugging Face config", _from_hf), ("its timm pretrained_cfg", _from_timm))]  # fmt: skip
+    guessed = [("its first layer", _from_first_layer(model, device))]
+    return [(source, inputs) for source, inputs in [*declared, *task, *guessed] if inputs is not None]
+
+
+def task_inputs(kind: str, values: Mapping[str, Any], device: torch.device) -> Inputs | None:
+    """One example of a task's data: (1, C, H, W) zeros for images ('in_channels', 'image_size'), (1, T) token
+    ids below the vocabulary for text (T = min(16, 'n_positions')); None when `values` lack them."""
+    if kind == "image" and values.get("in_channels") and values.get("image_size"):
+        side = values["image_size"]
+        return (torch.zeros(1, values["in_channels"], side, side, device=device),), {}
+    if kind == "text" and values.get("vocab_size"):
+        length = min(_TOKENS, values.get("n_positions") or _TOKENS)
+        return (torch.zeros(1, length, dtype=torch.long, device=device),), {}
+    return None
+
+
+def describe_inputs(inputs: Inputs) -> str:
+    """'(1, 3, 32, 32) float32' or 'input_ids=(1, 16) int64': shapes and dtypes of the tensors in `inputs`."""
+    args, kwargs = inputs
+
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+        return type(value).__name__
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    return ", ".join(parts) or "no tensors"
 
 
 def _from_hf(model: nn.Module, device: torch.device) -> Inputs | None:
@@ -96,10 +133,13 @@ def _from_timm(model: nn.Module, device: torch.device) -> Inputs | None:
 
 
 def _from_first_layer(model: nn.Module, device: torch.device) -> Inputs | None:
-    """Inputs shaped for the first layer that holds parameters (images for convs, ids for embeddings)."""
+    """Inputs shaped for the first layer that holds parameters (images for convs, ids for embeddings, sequences of
+    features for recurrent layers)."""
     for module in model.modules():
         if not any(True for _ in module.parameters(recurse=False)):
             continue
+        if module is model and next(model.children(), None) is not None:
+            continue  # a model's own parameters (a ViT's class token) say nothing about the input; its layers do
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             dims = module.weight.dim() - 2
             side = getattr(model, "image_size", None) or (_IMAGE if dims == 2 else 32)
@@ -108,5 +148,8 @@ def _from_first_layer(model: nn.Module, device: torch.device) -> Inputs | None:
             return (torch.zeros(1, module.in_features, device=device),), {}
         if isinstance(module, nn.Embedding):
             return (torch.zeros(1, _TOKENS, dtype=torch.long, device=device),), {}
+        if isinstance(module, nn.RNNBase):
+            shape = (1, _TOKENS) if module.batch_first else (_TOKENS, 1)  # (B, T) or (T, B)
+            return (torch.zeros(*shape, module.input_size, device=device),), {}
         return None
     return None

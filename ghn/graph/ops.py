@@ -22,6 +22,7 @@ __all__ = [
     "OPS",
     "ROLES",
     "OpSpec",
+    "ParamList",
     "ParamSlot",
     "register_op",
     "unregister_op",
@@ -56,10 +57,35 @@ class ParamSlot:
 
     `layout` says where fan-in sits: 'out_in' (nn.Linear, convs: (out, in, *kernel)), 'in_out' (HF Conv1D and
     `x @ W`: (in, out)), or 'vector' (1-D and other parameters whose fan-in is their last dimension).
+    `num_blocks` counts the equal blocks stacked along dim 0 that are separate output groups: the gates of a GRU (3)
+    or LSTM (4), the q, k and v of a fused attention projection (3).
     """
 
     role: str
     layout: Layout = "out_in"
+    num_blocks: int = 1
+
+
+@dataclass(frozen=True)
+class ParamList:
+    """How an op uses the parameters passed together in one list argument (the flat weights that nn.RNN, nn.GRU
+    and nn.LSTM pass to torch.rnn_tanh, torch.gru, torch.lstm), told apart by their names.
+
+    Attributes:
+        slots: (regex, slot) pairs; a parameter gets the slot of the first regex its leaf name fully matches (one
+            that matches none is unsupported).
+        stages: a regex searched in each leaf name with a `stage` group (an integer) and optionally a `branch`
+            group. The call becomes one node per (stage, branch), each stage fed by all nodes of the stage before
+            (the first by the call's inputs), and a 'concat' of the last stage's branches when there are several:
+            the layers and directions of a stacked bidirectional LSTM. None keeps the call one node.
+    """
+
+    slots: tuple[tuple[str, ParamSlot], ...]
+    stages: str | None = None
+
+    def slot_for(self, name: str) -> ParamSlot | None:
+        leaf = name.rsplit(".", 1)[-1]
+        return next((slot for pattern, slot in self.slots if re.fullmatch(pattern, leaf)), None)
 
 
 @dataclass(frozen=True)
@@ -75,8 +101,9 @@ class OpSpec:
         module_types: module classes traced as one opaque node of this op (their insides are not traced).
         module_name_patterns: regexes on module class names (`re.search`) with the same effect, for classes of
             libraries that are optional (for example a model's own RMSNorm).
-        slots: argument position or keyword -> how a parameter passed there is used. For opaque modules the keys
-            are parameter-name suffixes ('weight', 'bias') and everything else gets role 'other'.
+        slots: argument position or keyword -> how a parameter passed there is used (a `ParamList` for a list of
+            parameters). For opaque modules the keys are parameter-name suffixes ('weight', 'bias') and everything
+            else gets role 'other'.
         node_op: the op recorded on the node when it differs from `name` (torch.addmm is a 'linear' node).
         with_param: for merges, the op a call becomes when a parameter is one of its operands
             (x + p is a 'shift', x * p a 'scale', cat(p, x) a 'token', x @ W a 'linear').
@@ -88,14 +115,15 @@ class OpSpec:
     functions: tuple[Callable, ...] = ()
     module_types: tuple[type, ...] = ()
     module_name_patterns: tuple[str, ...] = ()
-    slots: dict[int | str, ParamSlot] = field(default_factory=dict)
+    slots: dict[int | str, ParamSlot | ParamList] = field(default_factory=dict)
     node_op: str | None = None
     with_param: str | None = None
 
     def __post_init__(self) -> None:
-        for slot in self.slots.values():
-            if slot.role not in ROLES:
-                raise RegistryError(f"Op {self.name!r} uses unknown role {slot.role!r}. Use one of {ROLES}.")
+        for value in self.slots.values():
+            for slot in [s for _, s in value.slots] if isinstance(value, ParamList) else [value]:
+                if slot.role not in ROLES:
+                    raise RegistryError(f"Op {self.name!r} uses unknown role {slot.role!r}. Use one of {ROLES}.")
 
     @property
     def op(self) -> str:
@@ -231,12 +259,13 @@ _layer(
     {0: _B, "input": _B, 2: ParamSlot("weight", "in_out"), "mat2": ParamSlot("weight", "in_out")},
     node_op="linear",
 )
+_QKV_W, _QKV_B = ParamSlot("weight", num_blocks=3), ParamSlot("bias", "vector", num_blocks=3)  # fused q, k, v
 _layer(
     "multihead_attention",
     12,
     _methods("F.multi_head_attention_forward"),
     {
-        5: _W, "in_proj_weight": _W, 6: _B, "in_proj_bias": _B,
+        5: _QKV_W, "in_proj_weight": _QKV_W, 6: _QKV_B, "in_proj_bias": _QKV_B,
         7: ParamSlot("other", "vector"), "bias_k": ParamSlot("other", "vector"),
         8: ParamSlot("other", "vector"), "bias_v": ParamSlot("other", "vector"),
         11: _W, "out_proj_weight": _W, 12: _B, "out_proj_bias": _B,
@@ -248,6 +277,29 @@ _layer("prelu", 13, _methods("F.prelu", "torch.prelu"), {1: ParamSlot("other", "
 _layer("shift", 14, (), {})
 _layer("scale", 15, (), {})
 _layer("token", 16, (), {})
+
+
+def _recurrent(name: str, id: int, function: Callable, num_gates: int) -> None:
+    """A recurrent op: nn.RNN/GRU/LSTM pass every layer's weights to one torch call, as a list at position 2 (at 3
+    for a PackedSequence). weight_ih (gates * hidden, in) and weight_hh (gates * hidden, hidden or proj_size) hold
+    one block per gate; weight_hr (proj_size, hidden) is an LSTM's output projection. Each layer and direction
+    (`_l1_reverse`) becomes one node."""
+    suffix = r"_l\d+(_reverse)?"
+    weights = ParamList(
+        slots=(
+            (rf"weight_(ih|hh){suffix}", ParamSlot("weight", num_blocks=num_gates)),
+            (rf"weight_hr{suffix}", ParamSlot("weight")),
+            (rf"bias_(ih|hh){suffix}", ParamSlot("bias", "vector", num_blocks=num_gates)),
+        ),
+        stages=r"_l(?P<stage>\d+)(?P<branch>_reverse)?$",
+    )
+    _layer(name, id, (function,), {2: weights, 3: weights})
+
+
+_recurrent("rnn_tanh", 17, torch.rnn_tanh, 1)
+_recurrent("rnn_relu", 18, torch.rnn_relu, 1)
+_recurrent("gru", 19, torch.gru, 3)
+_recurrent("lstm", 20, torch.lstm, 4)
 
 # Ids 100-199: merges. A merge with one traced input and one parameter becomes a layer (see build.py):
 # x + p is a bias or position embedding, x * p a learned scale, cat(p, x) a learned token, x @ W a linear map.

@@ -8,6 +8,7 @@ vocabulary in `ghn.graph.ops`; calls it does not list are pass-through (views, c
 from __future__ import annotations
 
 import dataclasses
+import re
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ghn.graph.graph import Node, ParamInfo
-from ghn.graph.ops import OPS, ROLES, OpSpec, ParamSlot, op_for_function, op_for_module
+from ghn.graph.ops import OPS, ROLES, OpSpec, ParamList, ParamSlot, op_for_function, op_for_module
 
 __all__ = ["Tracer"]
 
@@ -169,10 +170,13 @@ class Tracer(TorchFunctionMode):
             self._bind_all(out, self._add_node(spec.op, sources, []))
 
     def _slotted(self, spec: OpSpec, params, args: tuple, kwargs: dict) -> list[tuple[Any, str, ParamSlot | None]]:
-        """(key, name, slot) of each parameter argument; the slot's layout is flipped for a transposed view (w.T)."""
+        """(key, name, slot) of each parameter argument; the slot's layout is flipped for a transposed view (w.T).
+        A parameter inside a list argument gets its slot by its name (`ParamList`)."""
         slotted = []
         for key, name in params:
             slot = spec.slots.get(key)
+            if isinstance(slot, ParamList):
+                slot = slot.slot_for(name)
             value = args[key] if isinstance(key, int) and key < len(args) else kwargs.get(key)
             if slot is not None and isinstance(value, torch.Tensor) and id(value) in self._flipped:
                 slot = dataclasses.replace(slot, layout=_FLIPPED_LAYOUT[slot.layout])
@@ -185,9 +189,27 @@ class Tracer(TorchFunctionMode):
         if stray:
             self._unsupported(func, stray, sources, out)
             return
+        lists = [spec.slots[key] for key, _, _ in params if isinstance(spec.slots.get(key), ParamList)]
+        if lists and lists[0].stages:
+            self._bind_all(out, self._add_stages(spec.op, sources, owned, lists[0].stages))
+            return
         # A parameter-free call of a layer function (F.linear(x, w) with a computed w) is a data-flow merge.
         op = spec.op if owned else ("matmul" if len(sources) > 1 else spec.op)
         self._bind_all(out, self._add_node(op, sources, owned))
+
+    def _add_stages(self, op: str, sources: list[int], params: list[tuple[str, ParamSlot]], stages: str) -> int:
+        """One node per (stage, branch) of a fused call's parameters (see `ParamList.stages`): each stage is fed by
+        every node of the stage before, and the branches of the last stage join in a 'concat'. Returns the node
+        the call's results stand for."""
+        cells: dict[tuple[int, str], list[tuple[str, ParamSlot]]] = {}
+        for name, slot in params:
+            match = re.search(stages, name.rsplit(".", 1)[-1])
+            key = (int(match["stage"]), match.groupdict().get("branch") or "") if match else (0, "")
+            cells.setdefault(key, []).append((name, slot))
+        previous = sources
+        for stage in sorted({stage for stage, _ in cells}):
+            previous = [self._add_node(op, previous, cells[key]) for key in sorted(k for k in cells if k[0] == stage)]
+        return previous[0] if len(previous) == 1 else self._add_node("concat", previous, [])
 
     def _merge_with_param(self, func, spec: OpSpec, sources: list[int], params, out: Any) -> None:
         if not params:
@@ -246,6 +268,7 @@ class Tracer(TorchFunctionMode):
             info.uses.append(index)
             if info.node is None:
                 info.node, info.role, info.layout, info.reason = index, slot.role, slot.layout, None
+                info.num_blocks = slot.num_blocks
                 node.params.append(name)
             elif name not in node.shared:
                 node.shared.append(name)

@@ -11,17 +11,23 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from ghn.errors import GHNError
 from ghn.train.datamodule import GHNDataModule
 from ghn.train.module import GHNModule
 from ghn.train.report import heldout_rows, markdown_table
 
-__all__ = ["main", "build_cli", "trainer_defaults"]
+__all__ = ["main", "run", "build_cli", "trainer_defaults"]
+
+#: Exit code for ghn errors, as the `ghn` command line uses (argparse and jsonargparse also use 2).
+EXIT_ERROR = 2
 
 def trainer_defaults() -> dict[str, Any]:
     """Trainer settings of the embedded default run (fresh callback objects on every call)."""
@@ -60,16 +66,19 @@ class _CLI(LightningCLI):
 
 def build_cli(args: list[str] | None = None) -> LightningCLI:
     """Parse a config and overrides into a trainer, a `GHNModule` and a `GHNDataModule`, without training."""
-    return _CLI(
-        GHNModule,
-        GHNDataModule,
-        run=False,
-        args=args,
-        trainer_defaults=trainer_defaults(),
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": __doc__.split("\n\n")[0]},
-    )
+    with warnings.catch_warnings():
+        # `args` is how the entry passes sys.argv[1:] (possibly with the default run's flags): not a mistake.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return _CLI(
+            GHNModule,
+            GHNDataModule,
+            run=False,
+            args=args,
+            trainer_defaults=trainer_defaults(),
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": __doc__.split("\n\n")[0]},
+        )
 
 
 def default_run_args() -> list[str]:
@@ -85,12 +94,29 @@ def default_run_args() -> list[str]:
             "--data.meta_batch_size", "2"]  # fmt: skip
 
 
+def run(argv: list[str] | None = None, *, prog: str = "train_ghn.py") -> int:
+    """The script entry: `main`, with a ghn error (bad task, space, option) printed as one line and exit code 2;
+    `--debug` anywhere in `argv` shows the full traceback instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        main([arg for arg in argv if arg != "--debug"])
+    except GHNError as err:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
 def main(args: list[str] | None = None) -> dict[str, Any]:
     """Train a GHN from a YAML config and command-line overrides; returns the final summary. No arguments run
-    the embedded default (see `default_run_args`)."""
+    the embedded default (see `default_run_args`). Every config and data error is raised here, in the launching
+    process, before DDP spawns any other."""
     args = sys.argv[1:] if args is None else list(args)
     cli = build_cli(args or default_run_args())
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    datamodule.load_task()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.ckpt_path)
     summary: dict[str, Any] = {"steps": trainer.global_step}
     log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank asks
@@ -119,4 +145,4 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run(sys.argv[1:]))

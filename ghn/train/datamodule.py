@@ -95,17 +95,28 @@ class GHNDataModule(L.LightningDataModule):
             return {"in_channels": task.in_channels, "image_size": task.image_size, "num_classes": task.num_classes}
         return {"vocab_size": task.vocab_size, "n_positions": task.context}
 
-    def setup(self, stage: str | None = None) -> None:
+    def load_task(self) -> TaskData:
+        """Load the task data (once) and check that the space holds models for it: the entry point calls this
+        before any process is spawned, so a wrong path or option fails once, in one line."""
         if self.task is not None:
+            return self.task
+        config = self.config
+        task = load_task(config.task, **(config.task_options or {}))
+        space = SPACES.get(config.space)
+        if space.task != task.kind:
+            raise ConfigError(
+                f"Space {config.space!r} holds {space.task} models but task {config.task!r} is {task.kind} data. "
+                f"Pick a {task.kind} space ({', '.join(n for n in SPACES.names() if SPACES.get(n).task == task.kind)})."
+            )
+        self.task = task
+        return task
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.heldout is not None:
             return
         config = self.config
-        self.task = load_task(config.task, **(config.task_options or {}))
+        self.load_task()
         space = SPACES.get(config.space)
-        if space.task != self.task.kind:
-            raise ConfigError(
-                f"Space {config.space!r} holds {space.task} models but task {config.task!r} is {self.task.kind} data. "
-                f"Pick a {self.task.kind} space ({', '.join(n for n in SPACES.names() if SPACES.get(n).task == self.task.kind)})."
-            )
         values = self.task_values()
         configs = heldout_configs(space, values, config.num_heldout_archs, seed=config.seed)
         configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]

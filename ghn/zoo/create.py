@@ -1,14 +1,16 @@
 """`create(spec)`: one entry point for every model ghn can take, named by a '<source>:<name>' spec string.
 
 Sources: 'zoo:' (presets and families of `ghn.zoo`), 'hf:' (`transformers` models from a config, offline),
-'torchvision:', 'timm:' (their model registries, random init) and 'module:' ('module:pkg.mod:factory').
+'torchvision:', 'timm:' (their model registries, random init; on meta their init calls are recorded, see
+`ghn.zoo._init_record`) and 'module:' ('module:pkg.mod:factory').
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -16,7 +18,9 @@ from torch import nn
 
 from ghn._logging import get_logger
 from ghn.errors import ConfigError, UnknownNameError
+from ghn.meta import empty_weights
 from ghn.registry import Registry, close_matches
+from ghn.zoo._init_record import RecordedInit, record_init
 from ghn.zoo._optional import require
 from ghn.zoo.family import FAMILIES, lookup_config, preset_names, replace_config
 from ghn.zoo.hf import HF_PRESETS, build_hf
@@ -30,7 +34,10 @@ SOURCES = Registry[Callable[[str, Mapping[str, Any]], nn.Module]]("model source"
 
 
 def create(spec: str, *, device: str | torch.device | None = None, **overrides: Any) -> nn.Module:
-    """The model named by `spec`, built on `device` (parameters are created there; 'meta' costs no memory).
+    """The model named by `spec`, built on `device`.
+
+    'meta' puts only the parameters there (no memory) and makes buffers on the CPU, as `ghn.empty_weights()` does,
+    so what a constructor computes (rotary frequencies, position ids) keeps its value through `ghn.predict`.
 
     Examples: `create("zoo:resnet18", num_classes=10)`, `create("zoo:vit", depth=6)`,
     `create("zoo:gpt2-xl", device="meta")`, `create("hf:llama-tiny")`, `create("module:my_pkg.models:make_net")`.
@@ -39,7 +46,7 @@ def create(spec: str, *, device: str | torch.device | None = None, **overrides: 
         spec: '<source>:<name>' with source 'zoo', 'hf', 'torchvision', 'timm' or 'module'. 'zoo:<preset>' and
             'zoo:<family>' (the family's default config) take config fields as overrides; 'hf:<preset>' takes
             fields of the `transformers` config; the others pass overrides to the library's or the user's factory.
-        device: Where to build the model; default CPU.
+        device: Where to build the model; default CPU. 'meta': parameters only (see above).
         **overrides: Replacements of config fields, or keyword arguments of the factory.
 
     Returns:
@@ -64,10 +71,21 @@ def create(spec: str, *, device: str | torch.device | None = None, **overrides: 
             f"Model spec {spec!r} has unknown source {source_name!r}.{suggestion} "
             f"Known sources: {', '.join(map(repr, SOURCES.names()))}."
         )
-    with torch.device(device if device is not None else "cpu"):
+    with _building_on(device):
         model = SOURCES.get(source_name)(name, overrides)
     logger.info("Created %s (%s) on %s.", spec, type(model).__name__, device or "cpu")
     return model
+
+
+@contextlib.contextmanager
+def _building_on(device: str | torch.device | None) -> Iterator[None]:
+    """Tensors are made on `device` (default CPU); for 'meta' only parameters go there, buffers are made on the CPU."""
+    if device is not None and torch.device(device).type == "meta":
+        with torch.device("cpu"), empty_weights():
+            yield
+    else:
+        with torch.device(device if device is not None else "cpu"):
+            yield
 
 
 def names(pattern: str | None = None) -> list[str]:
@@ -91,14 +109,25 @@ def _create_torchvision(name: str, overrides: Mapping[str, Any]) -> nn.Module:
     known = torchvision.models.list_models()
     if name not in known:
         raise UnknownNameError(_unknown_message("torchvision", name, known))
-    return torchvision.models.get_model(name, weights=None, **overrides)
+    return _with_recorded_init(lambda: torchvision.models.get_model(name, weights=None, **overrides))
 
 
 def _create_timm(name: str, overrides: Mapping[str, Any]) -> nn.Module:
     timm = require("timm", extra="vision", purpose=f"Spec 'timm:{name}'")
     if not timm.is_model(name):
         raise UnknownNameError(_unknown_message("timm", name, timm.list_models()))
-    return timm.create_model(name, pretrained=False, **overrides)
+    return _with_recorded_init(lambda: timm.create_model(name, pretrained=False, **overrides))
+
+
+def _with_recorded_init(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` under `record_init()`: a model built on meta gets the init its library applied (and meta did not
+    compute) as its `reference_init()`, which `ghn.graph.init_stats` puts before its rules of PyTorch's defaults."""
+    with record_init() as recorder:
+        model = build()
+    stats = recorder.stats(model)
+    if stats and not hasattr(model, "reference_init"):
+        model.reference_init = RecordedInit(stats)
+    return model
 
 
 def _create_module(name: str, overrides: Mapping[str, Any]) -> nn.Module:

@@ -7,7 +7,6 @@ https://arxiv.org/abs/1605.07146. Shape letters: B batch, C channels, H/W height
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Literal
 

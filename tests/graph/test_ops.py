@@ -19,7 +19,7 @@ from ghn.graph.ops import op_for_function, op_for_module
 GOLDEN_OP_IDS = {
     "input": 0, "output": 1, "linear": 2, "conv": 3, "conv_transpose": 4, "embedding": 5, "layer_norm": 6,
     "batch_norm": 7, "group_norm": 8, "instance_norm": 9, "rms_norm": 10, "addmm": 11, "multihead_attention": 12,
-    "prelu": 13, "shift": 14, "scale": 15, "token": 16,
+    "prelu": 13, "shift": 14, "scale": 15, "token": 16, "rnn_tanh": 17, "rnn_relu": 18, "gru": 19, "lstm": 20,
     "add": 100, "sub": 101, "mul": 102, "div": 103, "concat": 104, "matmul": 105, "other": 106,
     "attention": 200, "softmax": 201, "max_pool": 202, "avg_pool": 203, "global_avg_pool": 204,
     "global_max_pool": 205, "mean": 206, "normalize": 207,
@@ -277,6 +277,10 @@ CASES: dict[str, Case] = {
     "shift": Case(lambda: _WithParam((4,), torch.add), _x(2, 4)),
     "scale": Case(lambda: _WithParam((4,), torch.mul), _x(2, 4)),
     "token": Case(lambda: _WithParam((1, 1, 4), lambda x, p: torch.cat([p.expand(len(x), -1, -1), x], 1)), _x(2, 3, 4)),
+    "rnn_tanh": Case(lambda: nn.RNN(4, 6), _x(5, 2, 4)),
+    "rnn_relu": Case(lambda: nn.RNN(4, 6, nonlinearity="relu"), _x(5, 2, 4)),
+    "gru": Case(lambda: nn.GRU(4, 6, batch_first=True), _x(2, 5, 4)),
+    "lstm": Case(lambda: nn.LSTM(4, 6, batch_first=True), _x(2, 5, 4)),
     "add": Case(lambda: _Two(torch.add), _x(2, 4)),
     "sub": Case(lambda: _Two(torch.sub), _x(2, 4)),
     "mul": Case(lambda: _Two(torch.mul), _x(2, 4)),
@@ -335,6 +339,13 @@ def test_addmm_reads_its_weight_in_in_out_layout():
     weight = graph.params["weight"]
     assert (weight.layout, weight.fan_in, weight.fan_out) == ("in_out", 4, 6)
     assert weight.logical_shape == (6, 4, 0, 0)
+
+
+def test_fused_projections_record_their_blocks():
+    """nn.MultiheadAttention's in_proj stacks q, k and v; a GRU's weights stack 3 gates (tests/graph/test_recurrent.py)."""
+    graph = build_graph(_MHA(), torch.randn(2, 5, 8))
+    blocks = {name: info.num_blocks for name, info in graph.params.items()}
+    assert blocks == {"attn.in_proj_weight": 3, "attn.in_proj_bias": 3, "attn.out_proj.weight": 1, "attn.out_proj.bias": 1}
 
 
 def test_merges_with_a_parameter_get_roles_by_shape():

@@ -92,11 +92,40 @@ def test_bad_names_and_sizes_fail_before_training():
         GHNModule("logah-huge")
     with pytest.raises(ConfigError, match="deviation_penalty"):
         GHNModule(deviation_penalty=-1.0)
-    with pytest.raises(ConfigError, match="noise"):
+    with pytest.raises(ConfigError, match="--model.init_blend"):
         GHNModule(ghn_overrides={"init_blend": 0.2})
     with pytest.raises(ConfigError, match="init_blend must be in"):
         GHNModule(noise=1.0)
-    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.25
+    assert GHNModule(noise=0.25, init_blend=None).ghn.config.init_blend == 0.25
+    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.5 == GHNModule().ghn.config.init_blend
+    with pytest.raises(ConfigError, match="init_blend must be in"):
+        GHNModule(init_blend=1.5)
+    with pytest.raises(ConfigError, match="lookahead_steps"):
+        GHNModule(lookahead_steps=-1)
+    with pytest.raises(ConfigError, match="lookahead_lr"):
+        GHNModule(lookahead_lr=0.0)
+
+
+def test_lookahead_takes_adam_steps_and_trains_the_ghn_through_the_values():
+    from torch.func import functional_call
+
+    from ghn.data.architectures import make_architecture
+    from ghn.data.metrics import task_loss
+    from ghn.zoo import lookup_config
+
+    torch.manual_seed(0)
+    module = GHNModule(lookahead_steps=2, lookahead_lr=0.01, noise=0.0)
+    arch = make_architecture(lookup_config("vit-tiny/4")[1])
+    model = module.target_model(arch).train()
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    params = module.ghn([arch.graph])[0]
+    loss, _ = task_loss(functional_call(model, params, (x[:4],)), y[:4])
+    after = module._after_adam_steps(model, params, loss, x[:4], y[:4])
+    moved = max(float((after[n] - params[n]).abs().max()) for n in params)
+    assert moved == pytest.approx(0.02, rel=1e-3)  # two Adam steps of lr 0.01 move a value by at most 2 * lr
+    total, _ = module._task_loss(model, params, x, y)
+    total.backward()
+    assert all(p.grad is not None for p in module.ghn.parameters() if p.requires_grad)
 
 
 def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
@@ -147,3 +176,42 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ghn" / "model.safetensors").is_file()
     assert "Held-out architectures" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data.task", "nope"], "Unknown task 'nope'. Known: "),
+        (["--model.optim.lr", "-1"], "OptimConfig.lr must be positive"),
+        (["--data.task", "textfile"], "Task 'textfile' needs option(s) 'path'"),  # a data error, raised before fit spawns anything
+    ],
+)
+def test_train_script_errors_are_one_line_with_exit_code_2(argv, message, capsys, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    from ghn.train.cli import run
+
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained despite a bad config"))
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert f"train_ghn.py: error: {message}" in err and "Traceback" not in err
+    assert run([*argv, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_ghn_train_passes_options_through_and_reports_errors_in_one_line(capsys):
+    from ghn.cli import main as ghn_main
+
+    assert ghn_main(["train", "--data.task", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "ghn train: error: Unknown task 'nope'" in err and "Traceback" not in err
+    assert ghn_main(["train", "--data.task", "nope", "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_train_script_file_exits_2_with_one_line():
+    result = subprocess.run([sys.executable, str(ROOT / "train_ghn.py"), "--data.task", "nope"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("train_ghn.py: error: Unknown task 'nope'")
+    assert "Traceback" not in result.stderr

@@ -65,6 +65,17 @@ def test_create_on_meta_builds_no_storage():
     assert model.example_inputs()[0].is_meta
 
 
+def test_create_on_meta_keeps_buffers_real():
+    """Regression (issue 12): only parameters go to meta, so buffers a constructor computes keep their values."""
+    model = create("zoo:resnet18-cifar", device="meta")
+    assert all(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
+    pytest.importorskip("transformers")
+    on_meta, on_cpu = create("hf:llama-tiny", device="meta"), create("hf:llama-tiny")
+    assert all(p.is_meta for p in on_meta.parameters())
+    for name, buffer in on_cpu.named_buffers():
+        torch.testing.assert_close(on_meta.get_buffer(name), buffer, rtol=0, atol=0, msg=name)
+
+
 def test_names_lists_presets_families_and_hf():
     all_names = names()
     assert {"zoo:resnet18", "zoo:vit-s/16", "zoo:gpt2-large", "zoo:cnn", "zoo:darts", "hf:llama-tiny"} <= set(all_names)
