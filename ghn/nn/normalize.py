@@ -128,11 +128,13 @@ def _center_and_bound(info: ParamInfo, scale: ParamScale) -> tuple[float, float]
     return info.init_mean or 0.0, _CONSTANT_BIAS_BOUND * fan_bound
 
 
-def deviation(value: Tensor, info: ParamInfo, scale: ParamScale) -> Tensor:
-    """Mean of ((value - center) / bound)^2 for a bounded parameter (bias, norm): 1 at the bounds, 0 at the init.
-    Training adds it to the loss so the GHN keeps such values near the init rather than at their bounds."""
+def deviation(value: Tensor, info: ParamInfo, scale: ParamScale, *, reduce: str = "mean") -> Tensor:
+    """Mean (or with reduce='max' the largest) of ((value - center) / bound)^2 for a bounded parameter (bias, norm):
+    1 at the bounds, 0 at the init. Training adds it to the loss so the GHN keeps such values near the init rather
+    than at their bounds."""
     center, bound = _center_and_bound(info, scale)
-    return ((value - center) / bound).pow(2).mean()
+    squared = ((value - center) / bound).pow(2)
+    return squared.amax() if reduce == "max" else squared.mean()
 
 
 def normalize_params(

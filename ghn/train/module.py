@@ -40,6 +40,8 @@ class GHNModule(L.LightningModule):
         deviation_penalty: weight of the mean `ghn.nn.normalize.deviation` of the predicted biases and norm parameters
             (0 at their init, 1 at their bounds), added to the task loss: it keeps them near the init, where
             networks stay trainable, instead of at the bounds that the loss of untrained networks pulls them to.
+        deviation_max_penalty: weight of the largest single deviation among those parameters, added too: a mean
+            lets one tensor (the norm feeding a head) sit at its bound at little cost.
         noise: fraction of each predicted weight's variance replaced by fresh Gaussian noise of the same std before
             the task loss, so the GHN learns predictions that keep their value when blended with the model's own
             init. 0.5 helped fine-tuning on digits without the lookahead (v2); with it, 0 trains better predictions
@@ -63,6 +65,7 @@ class GHNModule(L.LightningModule):
         ghn_overrides: dict[str, Any] | None = None,
         optim: OptimConfig = OptimConfig(),
         deviation_penalty: float = 0.1,
+        deviation_max_penalty: float = 0.0,
         noise: float = 0.0,
         init_blend: float | None = 0.5,
         lookahead_steps: int = 2,
@@ -80,17 +83,21 @@ class GHNModule(L.LightningModule):
         config = replace(config, init_blend=noise if init_blend is None else init_blend)
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
+        if not deviation_max_penalty >= 0:
+            raise ConfigError(f"deviation_max_penalty must be >= 0, got {deviation_max_penalty!r}.")
         if isinstance(lookahead_steps, bool) or not isinstance(lookahead_steps, int) or lookahead_steps < 0:
             raise ConfigError(f"lookahead_steps must be an integer >= 0, got {lookahead_steps!r}.")
         if not lookahead_lr > 0:
             raise ConfigError(f"lookahead_lr must be positive, got {lookahead_lr!r}.")
         self.save_hyperparameters({
-            "ghn": config.to_dict(), "optim": optim.__dict__, "deviation_penalty": deviation_penalty, "noise": noise,
+            "ghn": config.to_dict(), "optim": optim.__dict__, "deviation_penalty": deviation_penalty,
+            "deviation_max_penalty": deviation_max_penalty, "noise": noise,
             "lookahead_steps": lookahead_steps, "lookahead_lr": lookahead_lr,
         })  # fmt: skip
         self.ghn = GHN(config)
         self.optim = optim
         self.deviation_penalty = deviation_penalty
+        self.deviation_max_penalty = deviation_max_penalty
         self.noise = noise
         self.init_blend = config.init_blend
         self.lookahead_steps = lookahead_steps
@@ -128,22 +135,25 @@ class GHNModule(L.LightningModule):
         archs: list[Architecture] = batch["archs"]
         x, y = batch["data"]
         predicted = self.ghn([a.graph for a in archs])
-        losses, penalties = [], []
+        losses, penalties, peaks = [], [], []
         by_family: dict[str, list[Tensor]] = defaultdict(list)
         correct, count = 0, 0
         for arch, params in zip(archs, predicted):
             model = self.target_model(arch).train()
             penalties.append(self._deviation(arch, params))
+            peaks.append(self._deviation(arch, params, reduce="max"))
             loss, num_correct = self._task_loss(model, self._perturbed(arch, params), x, y)
             losses.append(loss)
             by_family[arch.family].append(loss.detach())
             correct, count = correct + int(num_correct), count + y.numel()
         task = torch.stack(losses).mean()
         deviation = torch.stack(penalties).mean()
-        loss = task + self.deviation_penalty * deviation
+        peak = torch.stack(peaks).amax()
+        loss = task + self.deviation_penalty * deviation + self.deviation_max_penalty * peak
         batch_size = x.shape[0]
         self.log("train/loss", task, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/deviation", deviation, batch_size=batch_size, sync_dist=True)
+        self.log("train/deviation_max", peak, batch_size=batch_size, sync_dist=True)
         self.log("train/acc", correct / count, prog_bar=True, batch_size=batch_size, sync_dist=True)
         self.log("train/ppl", math.exp(min(float(task.detach()), 50.0)), batch_size=batch_size, sync_dist=True)
         for family, values in by_family.items():  # ranks see different families: syncing would deadlock DDP
@@ -187,11 +197,15 @@ class GHNModule(L.LightningModule):
                 current[name] = current[name] - self.lookahead_lr * update
         return current
 
-    def _deviation(self, arch: Architecture, params: dict[str, Tensor]) -> Tensor:
-        """Mean deviation of the predicted bounded parameters (biases, norms) from their init."""
+    def _deviation(self, arch: Architecture, params: dict[str, Tensor], reduce: str = "mean") -> Tensor:
+        """Mean (or largest) deviation of the predicted bounded parameters (biases, norms) from their init."""
         scales = self._scales(arch)
-        values = [deviation(params[name], arch.graph.params[name], scales[name]) for name in self._bounded(arch)]
-        return torch.stack(values).mean() if values else next(iter(params.values())).new_zeros(())
+        values = [deviation(params[name], arch.graph.params[name], scales[name], reduce=reduce)
+                  for name in self._bounded(arch)]  # fmt: skip
+        if not values:
+            return next(iter(params.values())).new_zeros(())
+        stacked = torch.stack(values)
+        return stacked.amax() if reduce == "max" else stacked.mean()
 
     def _perturbed(self, arch: Architecture, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """`params` with `noise` of each weight-like tensor's variance replaced by Gaussian noise of its std."""

@@ -140,6 +140,13 @@ def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
     scales = module._scales(arch)
     at_bounds = {n: torch.full(info.shape, sum(_center_and_bound(info, scales[n]))) for n, info in arch.graph.params.items()}
     assert float(module._deviation(arch, at_bounds)) == pytest.approx(1.0)
+    one_at_bound = dict(params)
+    name = next(n for n in module._bounded(arch))
+    one_at_bound[name] = at_bounds[name]
+    assert float(module._deviation(arch, one_at_bound, reduce="max")) == pytest.approx(1.0)
+    assert float(module._deviation(arch, one_at_bound)) < 0.2
+    with pytest.raises(ConfigError, match="deviation_max_penalty"):
+        GHNModule(deviation_max_penalty=-1.0)
     assert NORM_BOUND < 0.5
 
 
