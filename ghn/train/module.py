@@ -79,7 +79,8 @@ class GHNModule(L.LightningModule):
         if "init_blend" in (ghn_overrides or {}):
             raise ConfigError("Set GHNConfig.init_blend through GHNModule's `init_blend` (--model.init_blend).")
         config = replace(config, **(ghn_overrides or {}))
-        replace(config, init_blend=noise)  # GHNConfig validates the fraction
+        if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
+            raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
         config = replace(config, init_blend=noise if init_blend is None else init_blend)
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")

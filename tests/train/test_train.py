@@ -94,7 +94,7 @@ def test_bad_names_and_sizes_fail_before_training():
         GHNModule(deviation_penalty=-1.0)
     with pytest.raises(ConfigError, match="--model.init_blend"):
         GHNModule(ghn_overrides={"init_blend": 0.2})
-    with pytest.raises(ConfigError, match="init_blend must be in"):
+    with pytest.raises(ConfigError, match="noise must be a fraction"):
         GHNModule(noise=1.0)
     assert GHNModule(noise=0.25, init_blend=None).ghn.config.init_blend == 0.25
     assert GHNModule(noise=0.25).ghn.config.init_blend == 0.5 == GHNModule().ghn.config.init_blend
