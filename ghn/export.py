@@ -28,12 +28,12 @@ from torch import Tensor, nn
 
 from ghn._logging import get_logger
 from ghn.errors import CheckpointError, ConfigError, MissingDependencyError
-from ghn.graph import ComputationGraph, build_graph
+from ghn.graph import ComputationGraph
 from ghn.meta import recompute_buffers
 from ghn.nn import GHN
 from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write
 from ghn.nn.decoder import LowRank
-from ghn.predict import PredictionReport
+from ghn.predict import PredictionReport, graphs_and_ghn
 from ghn.registry import Registry
 from ghn.zoo import GPT2, create
 
@@ -238,7 +238,7 @@ def export(
 
 def export_predicted(
     model: str | nn.Module,
-    ghn: GHN,
+    ghn: GHN | None,
     out: str | os.PathLike,
     *,
     format: ExportFormat = "auto",
@@ -260,7 +260,8 @@ def export_predicted(
 
     Args:
         model: a spec for `ghn.zoo.create` ('zoo:gpt2-large', 'hf:llama-tiny'), built on `meta`; or a model.
-        ghn: the hypernetwork; it runs on its own device and each tensor is moved to the CPU to be written.
+        ghn: the hypernetwork; it runs on its own device and each tensor is moved to the CPU to be written. None
+            picks the shipped GHN for the model's task, as `ghn.predict` does.
         out: the directory ('hf') or file ('safetensors') to write.
         format: as in `export`.
         dtype: cast floating tensors to 'float32', 'bfloat16' or 'float16'; default as the model's.
@@ -286,7 +287,7 @@ def export_predicted(
         raise TypeError(f"export_predicted expects a spec string or an nn.Module, got {type(model).__name__!r}.")
     name = _resolve_format(model, out, format)
     _check_output(out, name, force=force)  # before the slow part
-    graph = build_graph(model, example_inputs)
+    (graph,), ghn = graphs_and_ghn([model], ghn, example_inputs)  # traced as predict traces it
     state = model.state_dict(keep_vars=True)
     on_meta = {name for name, buffer in model.named_buffers(remove_duplicate=False) if buffer.is_meta}
     buffers = recompute_buffers(model, "cpu", names=on_meta & state.keys())  # only those the file stores

@@ -574,16 +574,14 @@ def default_ghn_for(model: torch.nn.Module | ComputationGraph) -> GHN:
         ConfigError: no shipped pretrained GHN has the model's task kind.
     """
     graph = model if isinstance(model, ComputationGraph) else build_graph(model, task_inputs=shipped_task_inputs())
-    ghn = _resolve_default([graph])
-    if ghn is not None:
-        kind = model_task_kind(graph)
-        _warn_if_untrained_head(graph, PRETRAINED.get(ghn.metadata["name"]), kind)
-    if ghn is None:
+    spec = _default_spec([graph])
+    if spec is None:
         raise ConfigError(
             f"No shipped pretrained GHN was trained on {model_task_kind(graph)} tasks (manifest {str(manifest_path())!r}). "
             "Pass a GHN to predict, e.g. ghn.from_pretrained('<name or path>')."
         )
-    return ghn
+    _warn_if_untrained_head(graph, spec, spec.task_kind)
+    return from_pretrained(spec.name, progress=False)
 
 
 def default_ghn_name(kind: str, task: str | None = None) -> str:
@@ -605,7 +603,8 @@ def default_ghn_name(kind: str, task: str | None = None) -> str:
     return spec.name
 
 
-def _resolve_default(graphs: list[ComputationGraph]) -> GHN | None:
+def _default_spec(graphs: list[ComputationGraph]) -> PretrainedSpec | None:
+    """The shipped GHN for the graphs' task kind, preferring one trained with their class count (vocabulary)."""
     kinds = {model_task_kind(g) for g in graphs}
     if len(kinds) > 1:
         raise ConfigError("predict got image and text models together with no GHN. Predict them separately.")
@@ -617,7 +616,12 @@ def _resolve_default(graphs: list[ComputationGraph]) -> GHN | None:
     spec = min(candidates, key=lambda s: (_spec_size(s, kind) != size, s.name))
     logger.info("No GHN given: using the shipped pretrained GHN %r (trained on %s task %r).", spec.name, kind,
                 spec.task)  # fmt: skip
-    return from_pretrained(spec.name, progress=False)  # predict notes an untrained head in its report
+    return spec
+
+
+def _resolve_default(graphs: list[ComputationGraph]) -> GHN | None:
+    spec = _default_spec(graphs)
+    return None if spec is None else from_pretrained(spec.name, progress=False)  # predict notes an untrained head
 
 
 def shipped_task_inputs() -> list[tuple[str, Any]]:

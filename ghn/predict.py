@@ -26,7 +26,7 @@ from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
 
-__all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "model_task_kind", "model_task_size",
+__all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "graphs_and_ghn", "model_task_kind", "model_task_size",
            "untrained_head_note", "PredictionReport", "blend_with_init", "is_blended", "predict", "predict_params"]
 
 logger = get_logger(__name__)
@@ -93,30 +93,27 @@ class PredictionReport:
         return "\n".join(lines)
 
 
-def _load_given(ghn: GHN | str | Path | None) -> GHN | None:
-    """`ghn` as a GHN (loaded when a path), or None."""
-    if ghn is None or isinstance(ghn, GHN):
-        return ghn
+def graphs_and_ghn(
+    models: Sequence[nn.Module | ComputationGraph], ghn: GHN | str | Path | None = None, example_inputs: Any = None
+) -> tuple[list[ComputationGraph], GHN]:
+    """The graphs of `models` and the GHN that predicts them, as `predict` makes both: `ghn` (loaded when a path),
+    or with None the default one for the graphs (`DEFAULT_GHN_RESOLVERS`); a model that declares no input and gets
+    no `example_inputs` is traced on the inputs of that GHN's task (`ghn_task_inputs`, `DEFAULT_GHN_INPUTS`)."""
     if isinstance(ghn, (str, Path)):
-        return load_ghn(ghn)
-    raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
-
-
-def _resolve_ghn(ghn: GHN | str | Path | None, graphs: list[ComputationGraph]) -> GHN:
-    if ghn is None:
-        for resolver in DEFAULT_GHN_RESOLVERS:
-            found = resolver(graphs)
-            if found is not None:
-                return found
-        raise ConfigError(
-            "No GHN was given and no shipped pretrained GHN fits this model's task. Pass one, e.g. "
-            "ghn=ghn.from_pretrained('<name or path>') (ghn.hub.PRETRAINED.names() lists the pretrained ones)."
-        )
-    if isinstance(ghn, GHN):
-        return ghn
-    if isinstance(ghn, (str, Path)):
-        return load_ghn(ghn)
-    raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
+        ghn = load_ghn(ghn)
+    elif ghn is not None and not isinstance(ghn, GHN):
+        raise TypeError(f"ghn must be a GHN or the path of a saved one, got {type(ghn).__name__!r}.")
+    graphs = _graphs(models, example_inputs, ghn)
+    if ghn is not None:
+        return graphs, ghn
+    for resolver in DEFAULT_GHN_RESOLVERS:
+        found = resolver(graphs)
+        if found is not None:
+            return graphs, found
+    raise ConfigError(
+        "No GHN was given and no shipped pretrained GHN fits this model's task. Pass one, e.g. "
+        "ghn=ghn.from_pretrained('<name or path>') (ghn.hub.PRETRAINED.names() lists the pretrained ones)."
+    )
 
 
 def ghn_task_inputs(ghn: GHN) -> list[tuple[str, Any]]:
@@ -220,9 +217,7 @@ def predict_params(model, ghn=None, *, example_inputs=None):
         example_inputs: inputs to trace the model(s) with, when they cannot be derived.
     """
     single = not isinstance(model, (list, tuple))
-    ghn = _load_given(ghn)
-    graphs = _graphs([model] if single else model, example_inputs, ghn)
-    ghn = _resolve_ghn(ghn, graphs)
+    graphs, ghn = graphs_and_ghn([model] if single else model, ghn, example_inputs)
     params = ghn(graphs)
     return params[0] if single else params
 
@@ -278,9 +273,7 @@ def predict(
         raise ValueError("predict writes real values, so device cannot be 'meta'. Pass 'cpu', 'cuda' or None.")
     if not inplace:
         models = [copy.deepcopy(m) for m in models]
-    ghn = _load_given(ghn)
-    graphs = _graphs(models, example_inputs, ghn)
-    ghn = _resolve_ghn(ghn, graphs)
+    graphs, ghn = graphs_and_ghn(models, ghn, example_inputs)
     targets = [_target_device(m, device, ghn) for m in models]
     buffers = [recompute_buffers(m, t) for m, t in zip(models, targets)]  # raises before anything is written
     for m, target, values in zip(models, targets, buffers):

@@ -143,3 +143,13 @@ def test_task_inputs_of_text_are_token_ids_within_the_context():
     args, kwargs = task_inputs("text", {"vocab_size": 256, "n_positions": 8}, torch.device("meta"))
     assert args[0].shape == (1, 8) and args[0].dtype == torch.long and not kwargs
     assert task_inputs("image", {}, torch.device("meta")) is None
+
+
+def test_export_traces_like_predict(tmp_path):
+    from safetensors.torch import load_file
+
+    from ghn.export import export_predicted, read_export_record
+
+    path = export_predicted(LeNet(), None, tmp_path / "lenet.safetensors")  # no input declared, no GHN given
+    LeNet().load_state_dict(load_file(path), strict=True)
+    assert read_export_record(path)["ghn"]["name"] == "logah-tiny.digits"
