@@ -1,47 +1,31 @@
-"""Pretrained GHNs: the manifest registry `PRETRAINED`, `from_pretrained(name | path | url)` with a sha256-verified
-download cache in `$GHN_HOME`, and the default GHN that `ghn.predict(model)` uses when given none.
-
-Downloads follow huggingface_hub `file_download.py::_download_to_tmp_and_move`: a unique temp file beside the
-target, a sha256 check, then an atomic rename, under a file lock.
+"""Pretrained GHNs: the manifest registry `PRETRAINED`, `from_pretrained(name | path | url)` resolving a source to
+a checkpoint (downloads go through the sha256-verified cache of `ghn.download`), and the default GHN that
+`ghn.predict(model)` uses when given none.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
 import json
 import os
 import re
-import shutil
-import sys
-import tarfile
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from ghn._config import from_dict, ghn_home, is_offline, manifest_override
+from ghn._checks import TASK_KINDS, TaskKind
+from ghn._config import from_dict, ghn_home, manifest_override
+from ghn._io import atomic_write_text
 from ghn._logging import get_logger
-from ghn.errors import (
-    CheckpointError,
-    ConfigError,
-    IntegrityError,
-    MissingDependencyError,
-    OfflineError,
-    UnknownNameError,
-)
+from ghn.download import URL_SCHEMES, cache_path, extract_once, fetch, fetch_hf, file_sha256, verify_sha256
+from ghn.errors import CheckpointError, ConfigError, UnknownNameError
 from ghn.graph import ComputationGraph, build_graph
 from ghn.graph.inputs import task_inputs
-from ghn.nn import GHN, GHNConfig, load_ghn
-from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_header
+from ghn.nn import GHN
+from ghn.nn.checkpoint import CONFIG_NAME, TORCH_SUFFIXES, WEIGHTS_NAME, read_header, read_torch_checkpoint
 from ghn.predict import (
     DEFAULT_GHN_INPUTS,
     DEFAULT_GHN_RESOLVERS,
@@ -54,7 +38,6 @@ from ghn.registry import Registry, close_matches
 __all__ = [
     "MANIFEST_NAME",
     "PRETRAINED",
-    "URL_SCHEMES",
     "PretrainedSpec",
     "default_ghn_for",
     "default_ghn_name",
@@ -71,8 +54,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 
 
 # -- the manifest -----------------------------------------------------------------------------------------------------
@@ -96,7 +78,7 @@ class PretrainedSpec:
     """Base URLs (mirrors, tried in order) that hold the files as '<url>/<file>': https, http or file."""
     task: str = ""
     """The task the GHN was trained on ('digits', 'pydoc', 'cifar10')."""
-    task_kind: Literal["image", "text"] = "image"
+    task_kind: TaskKind = "image"
     """'image' for classifiers of (B, C, H, W) images, 'text' for language models over (B, T) token ids."""
     input_shape: tuple[int, ...] | None = None
     """(C, H, W) of the training images (image tasks)."""
@@ -122,7 +104,7 @@ class PretrainedSpec:
                 f"Pretrained GHN {self.name!r} has no valid sha256 for {', '.join(map(repr, bad))}. Give 64 lowercase "
                 "hex digits per file (ghn.hub.manifest_entry computes them)."
             )
-        if self.task_kind not in ("image", "text"):
+        if self.task_kind not in TASK_KINDS:
             raise ConfigError(f"Pretrained GHN {self.name!r} has task_kind {self.task_kind!r}; use 'image' or 'text'.")
         schemes = {urllib.parse.urlsplit(url).scheme for url in self.urls}
         if not schemes <= set(URL_SCHEMES.names()):
@@ -220,7 +202,7 @@ def manifest_entry(
     entry: dict[str, Any] = {
         "name": name,
         "files": list(files),
-        "sha256": {f: _sha256(directory / f) for f in files},
+        "sha256": {f: file_sha256(directory / f) for f in files},
         "size": {f: (directory / f).stat().st_size for f in files},
         "urls": list(urls),
         "task": meta.get("task", ""),
@@ -239,8 +221,7 @@ def manifest_entry(
 def write_model_card(directory: str | os.PathLike, text: str) -> Path:
     """Write `text` as the README.md model card of a saved GHN directory (atomically); returns its path."""
     path = Path(directory) / "README.md"
-    atomic_write(path, lambda tmp: tmp.write_text(text if text.endswith("\n") else text + "\n"))
-    return path
+    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 # -- from_pretrained --------------------------------------------------------------------------------------------------
@@ -282,7 +263,7 @@ def from_pretrained(
     elif Path(text).expanduser().exists():
         path = Path(text).expanduser()
         if sha256 is not None and path.is_file():
-            _verify(path, sha256, source=text, is_cache=False)
+            verify_sha256(path, sha256, source=text)
     else:
         hint = close_matches(text, PRETRAINED.names())
         known = f"Did you mean {', '.join(map(repr, hint))}?" if hint else f"Known names: {PRETRAINED.names()}."
@@ -292,7 +273,7 @@ def from_pretrained(
         )
     ghn = _load(path, map_location=map_location)
     weights = path / WEIGHTS_NAME if path.is_dir() else path
-    digest = PRETRAINED.get(text).sha256[WEIGHTS_NAME] if text in PRETRAINED else _sha256(weights)
+    digest = PRETRAINED.get(text).sha256[WEIGHTS_NAME] if text in PRETRAINED else file_sha256(weights)
     ghn.metadata = {**ghn.metadata, "name": text, "sha256": digest}
     logger.info("Loaded pretrained GHN %r (weights sha256 %s) from %s", text, digest[:12], path)
     return ghn
@@ -300,265 +281,51 @@ def from_pretrained(
 
 def _load(path: Path, *, map_location: str | torch.device) -> GHN:
     """A GHN from a checkpoint directory, a `.safetensors` file or a `.pt` file; never unpickles objects."""
-    if path.is_file() and path.suffix in (".pt", ".pth"):
-        return _load_torch(path, map_location=map_location)
-    return load_ghn(path, map_location=map_location)
-
-
-def _load_torch(path: Path, *, map_location: str | torch.device) -> GHN:
-    """A `.pt` file of {'config': GHNConfig dict, 'state_dict': {name: tensor}, 'metadata': {...}}, read with
-    `torch.load(weights_only=True)` so no arbitrary object is unpickled."""
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle and zip errors of many types; weights_only refuses arbitrary objects
-        raise CheckpointError(f"Cannot read {str(path)!r} as a weights-only torch file ({err}).") from err
-    if not isinstance(data, dict) or not {"config", "state_dict"} <= data.keys():
-        raise CheckpointError(
-            f"{str(path)!r} is not a GHN torch file: expected a dict with 'config' and 'state_dict'. "
-            "Save GHNs with GHN.save_pretrained(dir)."
-        )
-    try:
-        ghn = GHN(GHNConfig.from_dict(data["config"]))
-        ghn.load_state_dict(data["state_dict"], strict=True)
-    except (ConfigError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"{str(path)!r} does not hold a valid GHN ({err}).") from err
-    ghn.metadata = dict(data.get("metadata") or {})
-    return ghn.to(map_location).eval()
+    if path.is_file() and path.suffix in TORCH_SUFFIXES:
+        checkpoint = read_torch_checkpoint(path, map_location=map_location)
+        return GHN.from_checkpoint(checkpoint, map_location=map_location)
+    return GHN.load(path, map_location=map_location)
 
 
 def _pretrained_files(spec: PretrainedSpec, *, progress: bool) -> Path:
     """The directory holding the verified files of `spec`: shipped in the repository, or downloaded to the cache."""
     if spec.is_shipped:
         for name in spec.files:
-            _verify(spec.root / name, spec.sha256[name], source=spec.name, is_cache=False)
+            verify_sha256(spec.root / name, spec.sha256[name], source=spec.name)
         logger.info("Using the shipped files of pretrained GHN %r in %s", spec.name, spec.root)
         return spec.root
     directory = ghn_home() / "pretrained" / spec.name / spec.sha256[WEIGHTS_NAME][:16]  # content-addressed
     for name in spec.files:
         urls = [f"{url.rstrip('/')}/{name}" for url in spec.urls]
-        _fetch_any(urls, directory / name, sha256=spec.sha256[name], size=spec.size.get(name), progress=progress)
+        fetch(urls, directory / name, sha256=spec.sha256[name], size=spec.size.get(name), progress=progress)
     return directory
 
 
-# -- downloads --------------------------------------------------------------------------------------------------------
-#: How each URL scheme is fetched: (url, destination, expected sha256, size, progress) -> None.
-URL_SCHEMES = Registry[Callable[[str, Path, "str | None", "int | None", bool], None]]("URL scheme")
-
-
 def _fetch_url(url: str, *, sha256: str | None, progress: bool) -> Path:
-    """The local path of a URL's GHN: a cached `.safetensors` file or the extracted directory of an archive."""
+    """The local path of a URL's GHN: a cached `.safetensors` (or `.pt`) file or the GHN directory in an archive."""
     if url.startswith("hf://"):  # a Hugging Face repository (a directory with its own cache), not a file
-        return _fetch_hf(url)
-    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
-    if not name.endswith((".safetensors", ".pt", ".pth", ".tar.gz", ".tgz", ".zip")):
+        return fetch_hf(url)
+    path = cache_path(url)
+    if not path.name.endswith((".safetensors", *TORCH_SUFFIXES, *_ARCHIVE_SUFFIXES)):
         raise ConfigError(
             f"Cannot tell what {url!r} holds. Use a URL of a '.safetensors' (or '.pt') file or of a '.tar.gz'/'.zip' "
             "archive of a GHN directory."
         )
-    directory = ghn_home() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16]  # one folder per URL
-    path = directory / name
-    _fetch_any([url], path, sha256=sha256, size=None, progress=progress)
-    if name.endswith((".tar.gz", ".tgz", ".zip")):
-        return _extracted(path, directory / "extracted")
+    fetch([url], path, sha256=sha256, progress=progress)
+    if path.name.endswith(_ARCHIVE_SUFFIXES):
+        return _ghn_directory(extract_once(path, path.parent / "extracted"), archive=path)
     return path
 
 
-def _fetch_any(urls: list[str], dest: Path, *, sha256: str | None, size: int | None, progress: bool) -> None:
-    """Make `dest` a verified copy of the file at one of `urls` (the first that answers), unless it already is."""
-    if _is_cached(dest, sha256):
-        return
-    if not urls:
-        raise OfflineError(f"No URL is known for {dest.name!r}. Put the file at {str(dest)!r} by hand.")
-    errors: list[OfflineError] = []
-    for url in urls:
-        scheme = urllib.parse.urlsplit(url).scheme
-        if scheme not in URL_SCHEMES:
-            raise ConfigError(f"URL {url!r} has scheme {scheme!r}; ghn fetches {', '.join(URL_SCHEMES.names())}.")
-        try:
-            URL_SCHEMES.get(scheme)(url, dest, sha256, size, progress)
-            return
-        except OfflineError as err:
-            errors.append(err)
-    raise errors[-1] if len(errors) == 1 else OfflineError(" ".join(str(e) for e in errors))
-
-
-def _is_cached(path: Path, sha256: str | None) -> bool:
-    """Whether `path` is cached; a cached file is re-verified before use, against `sha256` or the digest recorded
-    when it was downloaded (`IntegrityError` on a mismatch, and the file is deleted)."""
-    if not path.is_file():
-        return False
-    recorded = path.with_name(path.name + ".sha256")
-    expected = sha256 or (recorded.read_text().strip() if recorded.is_file() else None)
-    if expected is None:  # placed by hand with no digest to check against: record it now
-        recorded.write_text(_sha256(path) + "\n")
-    else:
-        _verify(path, expected, source=str(path), is_cache=True)
-    logger.info("Cache hit: %s", path)
-    return True
-
-
-def _download(url: str, dest: Path, sha256: str | None, size: int | None, progress: bool) -> None:
-    """Download `url` to `dest`: a unique temp file beside it, sha256 checked, renamed in place, under a lock."""
-    is_local = urllib.parse.urlsplit(url).scheme == "file"
-    if is_offline() and not is_local:
-        raise OfflineError(
-            f"GHN_OFFLINE=1, so {url!r} is not downloaded. Download it by hand and put it at {str(dest)!r}, "
-            "or unset GHN_OFFLINE."
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(dest.with_name(dest.name + ".lock")):
-        if _is_cached(dest, sha256):  # another process finished it while we waited
-            return
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                digest = _copy_url(url, file, dest=dest, size=size, progress=progress)
-            if sha256 is not None and digest != sha256:
-                raise IntegrityError(
-                    f"Download of {url!r} has sha256 {digest} but {sha256} was expected; it was not kept. "
-                    "Retry, or check the URL and the expected digest."
-                )
-            dest.with_name(dest.name + ".sha256").write_text(digest + "\n")  # before the file: never one without it
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-    logger.info("Downloaded %s to %s", url, dest)
-
-
-def _copy_url(url: str, file, *, dest: Path, size: int | None, progress: bool) -> str:
-    """Stream `url` into `file`; returns the sha256. Network failures become `OfflineError` saying where to put it."""
-    from tqdm import tqdm
-
-    hasher = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or size
-            show = progress and sys.stderr.isatty()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not show) as bar:
-                while chunk := response.read(_CHUNK):
-                    file.write(chunk)
-                    hasher.update(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
-        reason = getattr(err, "reason", err)
-        raise OfflineError(
-            f"Cannot download {url!r} ({reason}). Check the connection and the URL, or download it by hand and put it "
-            f"at {str(dest)!r}."
-        ) from err
-    return hasher.hexdigest()
-
-
-URL_SCHEMES.register("https", _download)
-URL_SCHEMES.register("http", _download)
-URL_SCHEMES.register("file", _download)
-
-
-def _fetch_hf(url: str) -> Path:
-    """'hf://org/repo[/subdir]' through `huggingface_hub`, cached in `$GHN_HOME/hf`."""
-    parts = url.removeprefix("hf://").strip("/").split("/")
-    if len(parts) < 2:
-        raise ConfigError(f"Hugging Face source {url!r} is malformed. Write 'hf://org/repo' or 'hf://org/repo/subdir'.")
-    repo, subdir = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as err:
-        raise MissingDependencyError(
-            f"Loading {url!r} needs 'huggingface_hub'. Install it with pip install 'ghn[hf]'."
-        ) from err
-    cache = ghn_home() / "hf"
-    try:
-        root = snapshot_download(
-            repo, allow_patterns=[f"{subdir}/*"] if subdir else None, cache_dir=cache, local_files_only=is_offline()
-        )
-    except Exception as err:  # huggingface_hub raises many error types (offline, HTTP, missing repo)
-        raise OfflineError(
-            f"Cannot fetch {url!r} from the Hugging Face Hub ({err}). Check the connection and the repository, or "
-            f"download the checkpoint directory by hand and load it by path (the cache is {str(cache)!r})."
-        ) from err
-    return Path(root) / subdir
-
-
-def _extracted(archive: Path, target: Path) -> Path:
-    """The GHN directory inside `archive`, extracted once into `target` (atomically, refusing paths that leave it)."""
-    if not target.is_dir():
-        with _locked(archive.with_name(archive.name + ".lock")):
-            if not target.is_dir():
-                staging = Path(tempfile.mkdtemp(prefix=".extract.", dir=target.parent))
-                try:
-                    _extract(archive, staging)
-                    os.replace(staging, target)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
-    candidates = [target] + sorted(p for p in target.iterdir() if p.is_dir())
-    for candidate in candidates:
+def _ghn_directory(root: Path, *, archive: Path) -> Path:
+    """The GHN directory among `root` and its subfolders (an archive's contents): the first with a checkpoint file."""
+    for candidate in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
         if (candidate / CONFIG_NAME).is_file() or (candidate / WEIGHTS_NAME).is_file():
             return candidate
     raise CheckpointError(
         f"Archive {str(archive)!r} holds no GHN directory ({CONFIG_NAME} and {WEIGHTS_NAME}) at its top level or one "
         "folder down. Archive a directory written by GHN.save_pretrained."
     )
-
-
-def _extract(archive: Path, into: Path) -> None:
-    try:
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                for member in zf.namelist():
-                    if not (into / member).resolve().is_relative_to(into.resolve()):
-                        raise CheckpointError(f"Archive {str(archive)!r} has a path outside it: {member!r}.")
-                zf.extractall(into)
-        else:
-            with tarfile.open(archive) as tf:
-                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12
-                    tf.extractall(into, filter="data")  # refuses absolute paths, '..', links out and devices
-                else:
-                    for member in tf.getmembers():
-                        inside = (into / member.name).resolve().is_relative_to(into.resolve())
-                        if not inside or not (member.isfile() or member.isdir()):
-                            raise CheckpointError(f"Archive {str(archive)!r} has an unsafe member {member.name!r}.")
-                    tf.extractall(into)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"Cannot extract {str(archive)!r} ({err}). Delete it and download it again.") from err
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` so one process downloads a file while others wait."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; temp file + os.replace still never expose a partial file
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def _verify(path: Path, expected: str, *, source: str, is_cache: bool) -> None:
-    """Raise `IntegrityError` unless `path` has sha256 `expected`; a bad cache file is deleted."""
-    digest = _sha256(path)
-    if digest == expected:
-        return
-    if is_cache:
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-        fix = "It was deleted; run again to download it afresh."
-    else:
-        fix = "Restore the file (e.g. git checkout pretrained/) or correct the expected digest."
-    raise IntegrityError(f"{str(path)!r} (of {source!r}) has sha256 {digest} but {expected} was expected. {fix}")
 
 
 # -- the default GHN for predict(model) ------------------------------------------------------------------------------

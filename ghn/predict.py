@@ -2,13 +2,15 @@
 
 A model on the `meta` device is predicted straight into real tensors, one tensor at a time, so a 774M-parameter
 GPT-2 Large needs little more memory than its own weights; its buffers are recomputed (`ghn.meta`), never zeros.
+`stream_predictions` writes the same values into a safetensors file instead (`ghn.export`), one tensor at a time.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -16,6 +18,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor, nn
 
+from ghn._io import SafetensorsWriter
 from ghn._logging import get_logger
 from ghn.errors import ConfigError
 from ghn.graph import ComputationGraph, ParamInfo, build_graph
@@ -26,8 +29,9 @@ from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
 
-__all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "graphs_and_ghn", "model_task_kind", "model_task_size",
-           "untrained_head_note", "PredictionReport", "blend_with_init", "is_blended", "predict", "predict_params"]
+__all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "graphs_and_ghn", "model_task_kind",
+           "model_task_size", "untrained_head_note", "PredictionReport", "OwnInitMix", "blend_with_init",
+           "match_init_spectrum", "is_blended", "predict", "predict_params", "stream_predictions"]
 
 logger = get_logger(__name__)
 
@@ -64,6 +68,8 @@ class PredictionReport:
     `reset_buffers`)."""
     init_blend: float = 0.0
     """Fraction of each weight's variance taken from the model's own init (the GHN's `config.init_blend`)."""
+    own_spectrum: bool = False
+    """Weights were given the singular values of the model's own init (the GHN's `config.own_spectrum`)."""
     example_inputs: str = ""
     """What the model was traced on: where the inputs came from (given, declared by the model, the GHN's task,
     guessed from the first layer) and their shapes."""
@@ -79,6 +85,7 @@ class PredictionReport:
         lines = [
             f"{self.model_type}: predicted {self.num_predicted_params:,}/{self.num_total_params:,} parameters "
             f"in {self.num_predicted_tensors}/{self.num_total_tensors} tensors"
+            + (", weights at the spectrum of the model's own init" if self.own_spectrum else "")
             + (f", weights blended with the model's own init ({self.init_blend:.0%} of their variance)"
                if self.init_blend else "")
         ]
@@ -236,8 +243,9 @@ def predict(
     Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted, and buffers
     on `meta` get their real values from the model's own init (`ghn.meta.recompute_buffers`: rotary frequencies,
     position ids; build large models with `ghn.empty_weights()` so no buffer needs recomputing). A GHN with
-    `config.init_blend` > 0 mixes that fraction of the model's own init into every weight (`blend_with_init`: the
-    model's values, or fresh draws of their init std on meta), as it was trained to expect. The report
+    `config.own_spectrum` gives every weight the singular values of the model's own init (`match_init_spectrum`),
+    and one with `config.init_blend` > 0 mixes that fraction of the own init into every weight (`blend_with_init`);
+    the own init is the model's values, or fresh draws of their init std on meta (`OwnInitMix`). The report
     (`model.ghn_report`, or returned with `return_report=True`) lists what was and was not predicted.
 
     Args:
@@ -275,40 +283,98 @@ def predict(
         models = [copy.deepcopy(m) for m in models]
     graphs, ghn = graphs_and_ghn(models, ghn, example_inputs)
     targets = [_target_device(m, device, ghn) for m in models]
-    buffers = [recompute_buffers(m, t) for m, t in zip(models, targets)]  # raises before anything is written
-    for m, target, values in zip(models, targets, buffers):
+    # raises before anything is written
+    buffers = [recompute_buffers(m, t) for m, t in zip(models, targets, strict=True)]
+    for m, target, values in zip(models, targets, buffers, strict=True):
         if device is not None or _has_meta_params(m):
             _move_real_tensors(m, target)
         _set_buffers(m, values)
-    fraction = ghn.config.init_blend
-    reports = [_start_report(m, g, fraction) for m, g in zip(models, graphs)]
-    for graph, report in zip(graphs, reports):
-        report.notes = _input_notes(graph, ghn)
-        for note in report.notes:
-            logger.warning("%s", note)
-    scales = [param_scales(g) for g in graphs] if fraction else None
-    was_training = ghn.training
-    ghn.eval()
-    try:
-        with torch.no_grad():
-            for index, name, prediction in ghn.iter_predictions(graphs):
-                graph = graphs[index]
-                blend = fraction if scales and is_blended(graph.params[name], scales[index][name]) else 0.0
-                _write(models[index], graph, name, prediction, targets[index], blend)
-                reports[index].predicted.append(name)
-    finally:
-        ghn.train(was_training)
-    for m, g, report, target, values in zip(models, graphs, reports, targets, buffers):
-        _finish(m, g, report, target)
+    reports = _start_reports(models, graphs, ghn)
+    with torch.no_grad(), closing(_placed_predictions(models, graphs, ghn, reports)) as placed:
+        for index, name, value, mix in placed:
+            _write(models[index], graphs[index], name, value, targets[index], mix)
+    for m, g, report, values in zip(models, graphs, reports, buffers, strict=True):
+        report.reset_buffers = _reset_running_stats(m)
         reset = set(report.reset_buffers)
         report.recomputed_buffers = [name for name in values if name not in reset]
         _record_init_stats(m, g)
         m.ghn_report = report
-        logger.info("%s", report)
+        _log_report(report)
     result = models[0] if single else models
     if return_report:
         return result, (reports[0] if single else reports)
     return result
+
+
+def stream_predictions(
+    model: nn.Module, graph: ComputationGraph, ghn: GHN, writer: SafetensorsWriter, *, buffers: dict[str, Tensor]
+) -> PredictionReport:
+    """Predict `model` into a safetensors file instead of into the model, which is never changed.
+
+    The values are the ones `predict` writes (`_placed_predictions`): each is cast and written under every name of
+    it the file stores (`writer.pending`) as soon as it is made, and freed before the next one. Then the keys the
+    GHN does not predict: running statistics reset, real tensors as they are, meta buffers as `buffers` (from
+    `ghn.meta.recompute_buffers`) gives them, other meta tensors as zeros.
+
+    Args:
+        graph: the graph of `model`, as `graphs_and_ghn` builds it.
+        writer: the open file; every key it plans is written.
+        buffers: the recomputed values of the model's meta buffers the file stores.
+    """
+    (report,) = _start_reports([model], [graph], ghn)
+    with torch.no_grad(), closing(_placed_predictions([model], [graph], ghn, [report])) as placed:
+        for _, name, value, mix in placed:
+            info = graph.params[name]
+            tensor = value
+            if isinstance(value, LowRank):  # multiplied out as `_write` does, so the values match bit for bit
+                tensor = value.rows.new_empty(value.shape)
+                value.materialize(out=tensor)
+            if mix is not None:
+                param = model.get_parameter(name)
+                mix.apply(tensor, None if param.is_meta else param, info)
+            for key in (name, *info.aliases):
+                if key in writer.pending:
+                    writer.write(key, tensor)
+            del tensor, value  # free this tensor before the next one is made
+    report.reset_buffers = _write_reset_buffers(model, writer)
+    report.recomputed_buffers = _write_rest(model, writer, buffers)
+    _log_report(report)
+    return report
+
+
+def _write_reset_buffers(model: nn.Module, writer: SafetensorsWriter) -> list[str]:
+    """Write the reset running statistics (BatchNorm's) the file stores, reset on a copy of each module; their names."""
+    written = []
+    for path, module in model.named_modules():
+        if not callable(getattr(module, "reset_running_stats", None)):
+            continue
+        prefix = f"{path}." if path else ""
+        keys = [prefix + name for name, b in module.named_buffers(recurse=False) if b is not None]
+        if not any(key in writer.pending for key in keys):
+            continue
+        fresh = copy.deepcopy(module)  # reset a copy: the caller's model is never changed
+        if any(b.is_meta for b in fresh.buffers(recurse=False)):
+            fresh.to_empty(device="cpu", recurse=False)
+        fresh.reset_running_stats()
+        for name, buffer in fresh.named_buffers(recurse=False):
+            if prefix + name in writer.pending:
+                writer.write(prefix + name, buffer)
+                written.append(prefix + name)
+    return written
+
+
+def _write_rest(model: nn.Module, writer: SafetensorsWriter, buffers: dict[str, Tensor]) -> list[str]:
+    """Write the keys still pending: real tensors as they are, meta buffers as `buffers` gives them, other meta
+    tensors as zeros; the names of the recomputed buffers."""
+    state = model.state_dict(keep_vars=True)
+    recomputed = []
+    for key in list(writer.pending):
+        tensor = state[key]
+        if key in buffers:
+            recomputed.append(key)
+            tensor = buffers[key]
+        writer.write(key, torch.zeros(tensor.shape, dtype=tensor.dtype) if tensor.is_meta else tensor)
+    return recomputed
 
 
 def _target_device(model: nn.Module, device: str | torch.device | None, ghn: GHN) -> torch.device:
@@ -341,15 +407,77 @@ def _move_real_tensors(model: nn.Module, device: torch.device) -> None:
                 module._buffers[name] = buffer.to(device)
 
 
-def _start_report(model: nn.Module, graph: ComputationGraph, init_blend: float) -> PredictionReport:
-    trainable = [p for p in graph.params.values() if p.trainable]
-    return PredictionReport(
-        model_type=type(model).__name__,
-        example_inputs=graph.inputs,
-        num_total_tensors=len(trainable),
-        num_total_params=sum(p.numel for p in trainable),
-        init_blend=init_blend,
-    )
+def _start_reports(models: Sequence[nn.Module], graphs: Sequence[ComputationGraph], ghn: GHN) -> list[PredictionReport]:
+    """One report per model: its totals to predict, and notes on what differs from the GHN's task (logged)."""
+    reports = []
+    for model, graph in zip(models, graphs, strict=True):
+        trainable = [p for p in graph.params.values() if p.trainable]
+        report = PredictionReport(
+            model_type=type(model).__name__,
+            example_inputs=graph.inputs,
+            num_total_tensors=len(trainable),
+            num_total_params=sum(p.numel for p in trainable),
+            init_blend=ghn.config.init_blend,
+            own_spectrum=ghn.config.own_spectrum,
+            notes=_input_notes(graph, ghn),
+        )
+        for note in report.notes:
+            logger.warning("%s", note)
+        reports.append(report)
+    return reports
+
+
+def _placed_predictions(
+    models: Sequence[nn.Module], graphs: Sequence[ComputationGraph], ghn: GHN, reports: Sequence[PredictionReport]
+) -> Iterator[tuple[int, str, Tensor | LowRank, OwnInitMix | None]]:
+    """Yield (model index, parameter name, value, mix) for every parameter the GHN gives a value, and fill
+    `reports` (from `_start_reports`) with what was and was not predicted.
+
+    First the GHN's predictions, one tensor at a time (the GHN in eval mode under `no_grad`, its mode restored
+    after); `mix` says how the model's own init is mixed in (`OwnInitMix`), None for none. Then zeros (no mix) for
+    the trainable parameters the GHN does not predict that are still on meta. A name is counted as predicted once
+    the consumer has placed it and asks for the next one. Consume it in `contextlib.closing`, so that the GHN's mode
+    is restored even when placing fails.
+    """
+    mix = OwnInitMix.of(ghn)
+    scales = [param_scales(g) for g in graphs] if mix else None
+    was_training = ghn.training
+    ghn.eval()
+    try:
+        with torch.no_grad():
+            for index, name, prediction in ghn.iter_predictions(graphs):
+                mixed = scales and is_blended(graphs[index].params[name], scales[index][name])
+                yield index, name, prediction, mix if mixed else None
+                del prediction  # free this tensor before the next one is made
+                reports[index].predicted.append(name)
+    finally:
+        ghn.train(was_training)
+    for index, (model, graph, report) in enumerate(zip(models, graphs, reports, strict=True)):
+        for name in _count_predicted(graph, report):
+            param = model.get_parameter(name)
+            if param.is_meta:
+                report.not_predicted[name] += "; the model was on meta, so it was set to zeros"
+                yield index, name, torch.zeros(param.shape), None
+
+
+def _count_predicted(graph: ComputationGraph, report: PredictionReport) -> list[str]:
+    """Fill the report's totals (trainable parameters only) and `not_predicted`; return the names not predicted."""
+    predicted = set(report.predicted)
+    for info in graph.params.values():
+        if not info.trainable:
+            continue
+        if info.name in predicted:
+            report.num_predicted_tensors += 1
+            report.num_predicted_params += info.numel
+        else:
+            report.not_predicted[info.name] = info.reason or "no node owns it"
+    return list(report.not_predicted)
+
+
+def _log_report(report: PredictionReport) -> None:
+    if report.not_predicted:
+        logger.warning("Prediction of %s is incomplete:\n%s", report.model_type, report)
+    logger.info("%s", report)
 
 
 def is_blended(info: ParamInfo, scale: ParamScale) -> bool:
@@ -374,19 +502,90 @@ def blend_with_init(target: Tensor, own: Tensor | None, info: ParamInfo, fractio
     return target.mul_(math.sqrt(1.0 - fraction)).add_(noise.to(target.dtype), alpha=math.sqrt(fraction))
 
 
+def _own_values(target: Tensor, own: Tensor | None, info: ParamInfo) -> Tensor:
+    """The model's own init of `target` as float32: `own`, or on meta fresh Gaussian draws of its init std."""
+    if own is not None:
+        return own.detach().to(device=target.device, dtype=torch.float32)
+    std = info.init_std if info.init_std is not None else float(target.float().std())
+    return torch.randn(target.shape, device=target.device, dtype=torch.float32) * std
+
+
+_EXACT_SVD_MAX = 1024  # below this min(rows, cols), exact SVDs; above, randomized ones of the needed rank
+
+
+def match_init_spectrum(target: Tensor, own: Tensor | None, info: ParamInfo, *, max_rank: int | None = None) -> Tensor:
+    """`target` (holding the GHN's prediction) <- its top singular directions with the singular values of the
+    model's own init, plus the own init projected off those directions, in place.
+
+    Viewed as a (rows, rest) matrix W = U S V^T of numerical rank r, with the own init A of singular values s:
+    W' = U_r diag(s_1..s_r) V_r^T + (I - U_r U_r^T) A (I - V_r V_r^T). W' has (about) the own init's spectrum,
+    so its scale, rank and diversity are the init's, while the directions that count most are the GHN's.
+    `max_rank` bounds r (the low-rank decoder's rank), so large matrices need only a randomized SVD of that rank.
+    `own` as in `blend_with_init`. Why: predictions whose variance sits in a few directions fine-tune slowly.
+    """
+    rows = target.shape[0]
+    w = target.detach().reshape(rows, -1).to(torch.float32)
+    a = _own_values(target, own, info).reshape(rows, -1)
+    full = min(w.shape)
+    k = full if max_rank is None else min(full, max_rank)
+    if full <= _EXACT_SVD_MAX:
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        own_s = torch.linalg.svdvals(a)
+    else:
+        u, s, v = torch.svd_lowrank(w, q=min(full, k + 8), niter=2)
+        vh = v.T
+        own_s = torch.svd_lowrank(a, q=min(full, k + 8), niter=4)[1]
+    if s.numel() == 0 or float(s[0]) <= 0:
+        return target
+    r = min(k, int((s > s[0] * 1e-5).sum()), own_s.numel())
+    u_r, vh_r = u[:, :r], vh[:r]
+    rest = a - u_r @ (u_r.T @ a)
+    rest = rest - (rest @ vh_r.T) @ vh_r
+    out = rest.addmm_(u_r * own_s[:r], vh_r)
+    target.copy_(out.reshape(target.shape).to(target.dtype))
+    return target
+
+
+@dataclass(frozen=True)
+class OwnInitMix:
+    """How `ghn.predict` mixes the model's own init into each weight-like prediction (`is_blended`): first
+    `match_init_spectrum` when `spectrum`, then `blend_with_init` of `fraction` when > 0 (the GHN's config)."""
+
+    spectrum: bool = False
+    fraction: float = 0.0
+    max_rank: int | None = None
+
+    @classmethod
+    def of(cls, ghn: GHN) -> OwnInitMix | None:
+        """The mix `ghn`'s config asks for, or None when it writes its predictions alone."""
+        config = ghn.config
+        if not config.own_spectrum and not config.init_blend:
+            return None
+        rank = config.decoder.rank if config.decoder.kind == "low_rank" else None
+        return cls(spectrum=config.own_spectrum, fraction=config.init_blend, max_rank=rank)
+
+    def apply(self, target: Tensor, own: Tensor | None, info: ParamInfo) -> Tensor:
+        """Mix the own init (`own`, or fresh draws of its std when None) into `target` in place."""
+        if self.spectrum:
+            match_init_spectrum(target, own, info, max_rank=self.max_rank)
+        if self.fraction:
+            blend_with_init(target, own, info, self.fraction)
+        return target
+
+
 def _write(
     model: nn.Module, graph: ComputationGraph, name: str, value: Tensor | LowRank, device: torch.device,
-    blend: float = 0.0,
+    mix: OwnInitMix | None = None,
 ) -> None:
     """Write `value` into parameter `name`, or replace a meta parameter by a real one under all its names; with
-    `blend` > 0 the model's own init is mixed in (`blend_with_init`).
+    `mix` the model's own init is mixed in (`OwnInitMix`).
 
     Low-rank predictions are multiplied out straight into the destination when dtype and device allow it, so no
-    second copy of a large tensor is ever made (except the own values a blend needs).
+    second copy of a large tensor is ever made (except the own values a mix needs).
     """
     info = graph.params[name]
     param = model.get_parameter(name)
-    own = None if not blend or param.is_meta else param.detach().clone()
+    own = None if mix is None or param.is_meta else param.detach().clone()
     target = param if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
     direct = (
         isinstance(value, LowRank) and target.dtype == value.rows.dtype and target.device == value.rows.device
@@ -396,8 +595,8 @@ def _write(
     else:
         tensor = value.materialize()[0] if isinstance(value, LowRank) else value
         target.data.copy_(tensor.to(device=target.device, dtype=target.dtype))
-    if blend:
-        blend_with_init(target.data, own, info, blend)
+    if mix is not None:
+        mix.apply(target.data, own, info)
     if param.is_meta:
         new = nn.Parameter(target, requires_grad=param.requires_grad)
         for alias in (name, *info.aliases):
@@ -415,24 +614,12 @@ def _record_init_stats(model: nn.Module, graph: ComputationGraph) -> None:
         object.__setattr__(model, INIT_STATS_ATTR, stats)
 
 
-def _finish(model: nn.Module, graph: ComputationGraph, report: PredictionReport, device: torch.device) -> None:
-    """Fill in the report; reset running statistics; parameters the GHN did not predict are zeros on meta."""
-    predicted = set(report.predicted)
-    for info in graph.params.values():
-        if info.name in predicted:
-            if info.trainable:  # the totals count trainable parameters only
-                report.num_predicted_tensors += 1
-                report.num_predicted_params += info.numel
-        elif info.trainable:
-            report.not_predicted[info.name] = info.reason or "no node owns it"
-            param = model.get_parameter(info.name)
-            if param.is_meta:
-                _write(model, graph, info.name, torch.zeros(param.shape), device)
-                report.not_predicted[info.name] += "; the model was on meta, so it was set to zeros"
+def _reset_running_stats(model: nn.Module) -> list[str]:
+    """Reset the running statistics of every module that keeps them (BatchNorm); the names of their buffers."""
+    reset = []
     for path, module in model.named_modules():
         prefix = f"{path}." if path else ""
         if callable(getattr(module, "reset_running_stats", None)):
             module.reset_running_stats()
-            report.reset_buffers += [prefix + n for n, _ in module.named_buffers(recurse=False)]
-    if report.not_predicted:
-        logger.warning("Prediction of %s is incomplete:\n%s", report.model_type, report)
+            reset += [prefix + n for n, _ in module.named_buffers(recurse=False)]
+    return reset

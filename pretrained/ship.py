@@ -18,8 +18,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from ghn._io import atomic_write, atomic_write_text
 from ghn.hub import MANIFEST_NAME, manifest_entry, write_model_card
-from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_header
+from ghn.nn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_header
 from ghn.train.report import markdown_table
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest_path = HERE / MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
     manifest["checkpoints"] = [e for e in manifest["checkpoints"] if e["name"] != args.name] + [entry]
-    atomic_write(manifest_path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     print(f"Shipped {args.name} in {target} ({sum(entry['size'].values()) / 1e6:.2f} MB) and listed it in {manifest_path}")
     return 0
 

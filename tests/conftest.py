@@ -1,6 +1,9 @@
-"""Fixtures every test may use: tiny models, a fixed seed, the default dtype restored, and the `gpu` marker."""
+"""Fixtures every test may use: tiny models, a fixed seed, one intra-op thread, the default dtype restored, and the
+`gpu` marker."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,6 +24,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _seed() -> None:
     """Every test starts from the same global RNG state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Run each test module on one intra-op thread, then restore the previous count.
+
+    Tiny models spend more time synchronizing OpenMP threads than computing (a two-thread forward of a DARTS network
+    goes from ~40 ms to over a second when other processes share the cores). Module-scoped, so a module-scoped
+    result is computed with the same thread count as the runs compared with it (reductions split over threads
+    round differently).
+    """
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,6 @@ import pytest
 from ghn import __version__
 from ghn.cli import COMMANDS, format_table, main
 
-pytest.importorskip("ghn.zoo")
-
 
 def test_every_command_has_help_and_a_runner():
     assert "graph" in COMMANDS

@@ -40,17 +40,6 @@ ARCHS = [
 SMALL = {"task": "digits", "archs": ARCHS, "steps": (0, 5), "seeds": 1}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run faster on one intra-op thread, and are immune to oversubscribed cores. Module-scoped, so
-    the module-scoped result is computed with the same thread count as the runs compared with it (reductions
-    split over threads round differently)."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
-
-
 @pytest.fixture(scope="module")
 def ghn() -> GHN:
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ cast dtypes, and stream a meta model tensor by tensor; plus `ghn export` on the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -16,9 +15,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import ghn
+from ghn._io import SafetensorsWriter
 from ghn.cli import main
 from ghn.errors import ConfigError, MetaBufferError
-from ghn.export import RECORD_NAME, _SafetensorsWriter, export, export_predicted, read_export_record
+from ghn.export import RECORD_NAME, export, export_predicted, read_export_record
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig
 
 transformers = pytest.importorskip("transformers")
@@ -28,15 +28,6 @@ VISION = {
     "zoo:resnet18-cifar": dict(layers=(1, 1), base_width=8, num_classes=7, image_size=16),
     "zoo:vit": dict(depth=2, embed_dim=32, num_heads=2, image_size=16, patch_size=4, num_classes=5),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run faster on one intra-op thread, and leave the other cores alone."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
 
 
 @pytest.fixture
@@ -177,7 +168,7 @@ def test_failed_serialization_leaves_no_partial_file(
     tmp_path: Path, small_ghn: GHN, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     model = _predicted("zoo:gpt2", small_ghn, **GPT2_SMALL)
-    write = _SafetensorsWriter.write
+    write = SafetensorsWriter.write
     calls = []
 
     def failing_write(self, key, tensor):
@@ -186,7 +177,7 @@ def test_failed_serialization_leaves_no_partial_file(
             raise OSError("disk full")
         write(self, key, tensor)
 
-    monkeypatch.setattr(_SafetensorsWriter, "write", failing_write)
+    monkeypatch.setattr(SafetensorsWriter, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
         export(model, tmp_path / name)
     assert list(tmp_path.iterdir()) == []  # no output, no temp file or folder
@@ -296,6 +287,21 @@ def test_streamed_export_of_a_meta_buffer_that_cannot_be_recomputed_raises(tmp_p
         model = Shifted(0.25, keep_value=False)
     out = export_predicted(model, small_ghn, tmp_path / "s.safetensors", example_inputs=torch.zeros(1, 4))
     assert torch.equal(load_file(out)["shift"], torch.full((4,), 0.25))
+
+
+@pytest.mark.parametrize("mix", [{"init_blend": 0.36}, {"own_spectrum": True}], ids=["blend", "spectrum"])
+def test_streamed_export_blends_with_the_models_own_init_like_predict(tmp_path: Path, mix: dict) -> None:
+    """A GHN that mixes the model's own init into its weights (init_blend > 0, own_spectrum) does it in the streamed
+    file too: the file equals `export(predict(model))`."""
+    hypernet = GHN.from_preset("logah-tiny", **mix)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    inputs = torch.zeros(1, 8)
+    streamed = load_file(export_predicted(model, hypernet, tmp_path / "s.safetensors", example_inputs=inputs))
+    predicted = ghn.predict(model, hypernet, example_inputs=inputs, inplace=False)
+    reference = load_file(export(predicted, tmp_path / "r.safetensors"))
+    assert not torch.equal(predicted[0].weight, model[0].weight)
+    for key in reference:
+        torch.testing.assert_close(streamed[key], reference[key], rtol=0, atol=0, msg=key)
 
 
 def test_ghn_export_command_writes_a_loadable_file(tmp_path: Path, small_ghn: GHN, capsys) -> None:

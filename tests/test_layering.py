@@ -9,10 +9,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ghn"
 LAYERS = {
-    "_version": 0, "errors": 0, "registry": 0, "_config": 0, "_logging": 0, "meta": 0,
+    "_version": 0, "_io": 0, "_checks": 0, "errors": 0, "registry": 0, "_config": 0, "_logging": 0, "meta": 0,
     "graph": 1, "zoo": 1,
     "nn": 2, "data": 2,
-    "predict": 3,
+    "predict": 3, "download": 3,  # download is generic (layer-0 imports only); below hub so that hub may import it
     "train": 4, "export": 4, "hub": 4, "evaluate": 4,
     "cli": 5,
 }  # fmt: skip

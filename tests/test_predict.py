@@ -16,7 +16,7 @@ import ghn
 from ghn.errors import CheckpointError, ConfigError, GraphError, MetaBufferError
 from ghn.graph import build_graph, derive_example_inputs
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
-from ghn.predict import PredictionReport, predict, predict_params
+from ghn.predict import PredictionReport, match_init_spectrum, predict, predict_params
 
 STANDARDIZED_ROLES = ("weight", "classifier", "embedding")
 SLOW_SPECS = ("gpt2-large", "gpt2-xl", "vit-l/")  # 300M-1.5B parameters each: `pytest -m slow`
@@ -626,6 +626,56 @@ def test_init_blend_mixes_the_models_own_init_into_the_weights() -> None:
     predict(meta, hyper)
     assert all(torch.isfinite(p).all() and not p.is_meta for p in meta.parameters())
     assert 0.7 < float(meta[0].weight.std() / own["0.weight"].std()) < 1.3
+
+
+def test_match_init_spectrum_keeps_the_predictions_directions_at_the_own_inits_singular_values() -> None:
+    """W' = U_r diag(s_own[:r]) V_r^T + the own init off those directions: the top-r singular vectors are the
+    prediction's, the singular values the own init's, and a full-rank prediction gets exactly the own spectrum."""
+    torch.manual_seed(0)
+    info = build_graph(nn.Linear(48, 40)).params["weight"]
+    low_rank = torch.randn(40, 6) @ torch.randn(6, 48)  # rank 6, a spectrum far from the own init's
+    own = torch.randn(40, 48) * 0.05
+    out = match_init_spectrum(low_rank.clone(), own, info, max_rank=32)
+    u, _, vh = torch.linalg.svd(low_rank)
+    own_s = torch.linalg.svdvals(own)
+    # the prediction's singular pairs stay singular pairs of the result, with the own init's top values
+    torch.testing.assert_close(out @ vh[:6].T, u[:, :6] * own_s[:6], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.T @ u[:, :6], vh[:6].T * own_s[:6], rtol=1e-4, atol=1e-5)
+    off = out - u[:, :6] @ (u[:, :6].T @ out)  # off those directions: the own init, projected
+    expected = own - u[:, :6] @ (u[:, :6].T @ own)
+    torch.testing.assert_close(off, expected - (expected @ vh[:6].T) @ vh[:6], rtol=1e-4, atol=1e-5)
+    full = torch.randn(40, 48) * 3.0
+    torch.testing.assert_close(torch.linalg.svdvals(match_init_spectrum(full.clone(), own, info)), own_s, rtol=1e-4, atol=1e-6)
+    conv = torch.randn(8, 4, 3, 3)  # conv weights are viewed as (out, in * kh * kw)
+    matched = match_init_spectrum(conv.clone(), conv * 0.1, info)
+    assert matched.shape == conv.shape
+    torch.testing.assert_close(torch.linalg.svdvals(matched.reshape(8, -1)), torch.linalg.svdvals(conv.reshape(8, -1)) * 0.1)
+
+
+def test_own_spectrum_gives_every_weight_the_own_inits_spectrum_on_real_and_meta_models() -> None:
+    """GHNConfig.own_spectrum: each weight's top singular values are the model's own init's (its values, or draws
+    of its init std on meta); biases and norms as predicted; the report says so."""
+    hyper = GHN.from_preset("logah-tiny", own_spectrum=True)
+    model = _mlp(8, 64, 3)
+    own = {n: p.detach().clone() for n, p in model.named_parameters()}
+    alone = predict_params(build_graph(model), hyper)
+    predict(model, hyper)
+    assert model.ghn_report.own_spectrum and "spectrum of the model's own init" in str(model.ghn_report)
+    for name, value in model.named_parameters():
+        if value.dim() >= 2:
+            top = torch.linalg.svdvals(own[name])[0]  # the own init's largest singular value is the result's
+            torch.testing.assert_close(torch.linalg.svdvals(value.detach())[0], top, rtol=1e-3, atol=1e-5, msg=name)
+            assert 0.8 < float(value.std() / own[name].std()) < 1.25, name
+            assert not torch.allclose(value.detach(), own[name])
+        else:
+            torch.testing.assert_close(value.detach(), alone[name].detach(), msg=name)
+    with torch.device("meta"):
+        meta = _mlp(8, 64, 3)
+    predict(meta, hyper)
+    assert all(torch.isfinite(p).all() and not p.is_meta for p in meta.parameters())
+    assert 0.7 < float(meta[0].weight.std() / own["0.weight"].std()) < 1.3
+    with pytest.raises(ConfigError, match="own_spectrum must be True or False"):
+        GHN.from_preset("logah-tiny", own_spectrum=1)
 
 
 def test_init_blend_must_be_a_fraction() -> None:

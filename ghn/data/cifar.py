@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ghn._checks import check_int_arg
 from ghn._logging import get_logger
-from ghn.data._checks import check_int
 from ghn.data.images import ImageTensorDataset, RandomCropFlip
 from ghn.data.task import TASKS, TaskData, TaskSpec
 from ghn.errors import ConfigError
@@ -153,8 +153,8 @@ def _read_split(folder: Path, files: tuple[str, ...], spec: CifarSpec) -> tuple[
 
 
 def _load_cifar(spec: CifarSpec, *, root: str | Path, val_size: int, augment: bool, image_size: int) -> TaskData:
-    check_int("val_size", val_size)
-    check_int("image_size", image_size)
+    check_int_arg("val_size", val_size)
+    check_int_arg("image_size", image_size)
     folder = _find_folder(root, spec)
     train_images, train_labels = _read_split(folder, spec.train_files, spec)
     test_images, test_labels = _read_split(folder, (spec.test_file,), spec)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ghn._checks import check_choice_arg, check_int_arg
 from ghn._logging import get_logger
-from ghn.data._checks import check_choice, check_int
 from ghn.data.images import ImageTensorDataset, RandomCropFlip, channel_stats, resize_images
 from ghn.data.task import TASKS, TaskData, TaskSpec
 
@@ -42,8 +42,8 @@ def load_digits(*, image_size: int = 8, in_channels: int = 1, augment: bool = Fa
     Raises:
         ConfigError: `image_size` < 1 or `in_channels` not 1 or 3.
     """
-    check_int("image_size", image_size)
-    check_choice("in_channels", in_channels, (1, 3))
+    check_int_arg("image_size", image_size)
+    check_choice_arg("in_channels", in_channels, (1, 3))
     from sklearn.datasets import load_digits as _load_sklearn_digits  # imported here: sklearn takes ~1 s to import
 
     bunch = _load_sklearn_digits()

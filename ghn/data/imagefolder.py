@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ghn._checks import check_dir, check_int_arg
 from ghn._logging import get_logger
-from ghn.data._checks import check_dir, check_int
 from ghn.data.images import ImageTensorDataset, RandomCropFlip
 from ghn.data.task import TASKS, TaskData, TaskSpec
 from ghn.errors import ConfigError
@@ -155,7 +155,7 @@ def load_imagefolder(
     Raises:
         ConfigError: a folder is missing or empty, val/test hold classes train does not, or an argument is not allowed.
     """
-    check_int("image_size", image_size)
+    check_int_arg("image_size", image_size)
     for name, value in (("mean", mean), ("std", std)):
         if len(tuple(value)) != 3:
             raise ConfigError(f"Argument {name!r} must hold 3 values (R, G, B), got {value!r}.")

@@ -8,17 +8,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from torch.utils.data import Dataset
 
+from ghn._checks import TASK_KINDS, TaskKind
 from ghn.data.tokenizers import Tokenizer
 from ghn.errors import ConfigError
 from ghn.registry import Registry, close_matches
 
 __all__ = ["TaskData", "TaskSpec", "TASKS", "load_task", "list_tasks"]
-
-TaskKind = Literal["image", "text"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +58,7 @@ class TaskData:
     """The tokenizer that made the token ids (text tasks), to decode them."""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("image", "text"):
+        if self.kind not in TASK_KINDS:
             raise ConfigError(f"TaskData field 'kind' must be 'image' or 'text', got {self.kind!r}.")
         needed = ("num_classes", "in_channels", "image_size") if self.kind == "image" else ("vocab_size", "context")
         for name in needed:

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ghn._checks import check_fractions, check_int_arg
 from ghn._logging import get_logger
-from ghn.data._checks import check_fractions, check_int
 from ghn.data.task import TASKS, TaskData, TaskSpec
 from ghn.data.tokenizers import Tokenizer, load_tokenizer
 from ghn.errors import ConfigError, MissingDependencyError, ShapeError
@@ -52,8 +52,8 @@ class TokenWindows(Dataset):
     def __init__(self, tokens: torch.Tensor, context: int, *, stride: int | None = None) -> None:
         if tokens.dim() != 1:
             raise ShapeError(f"Expected tokens of shape (L,), got {tuple(tokens.shape)}. Flatten them first.")
-        self.context = check_int("context", context)
-        self.stride = context if stride is None else check_int("stride", stride)
+        self.context = check_int_arg("context", context)
+        self.stride = context if stride is None else check_int_arg("stride", stride)
         if len(tokens) <= context:
             raise ConfigError(f"Got {len(tokens)} tokens, fewer than context + 1 = {context + 1}. Lower 'context'.")
         self.tokens = tokens
@@ -124,9 +124,9 @@ def _make_task(
 
 
 def _check_window_args(context: int, stride: int | None) -> None:
-    check_int("context", context)
+    check_int_arg("context", context)
     if stride is not None:
-        check_int("stride", stride)
+        check_int_arg("stride", stride)
 
 
 def load_pydoc(*, context: int = 128, stride: int | None = None, tokenizer: str | Tokenizer = "bytes") -> TaskData:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ghn.graph import ComputationGraph
 from ghn.nn import GHN
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
-from ghn.predict import blend_with_init, is_blended, predict_params
+from ghn.predict import OwnInitMix, is_blended, predict_params
 from ghn.registry import Registry
 
 __all__ = ["INITS", "InitContext", "InitSpec", "orthogonal_init"]
@@ -61,17 +61,17 @@ INITS = Registry[InitSpec]("init")
 
 def _ghn_init(model: nn.Module, context: InitContext) -> None:
     """Write the GHN's prediction into the model as `ghn.predict` does: copied (tied tensors are one tensor, so
-    they follow), and blended with the freshly built model's own init when the GHN has `config.init_blend`."""
-    fraction = context.ghn.config.init_blend if context.ghn is not None else 0.0
-    scales = param_scales(context.graph) if fraction else {}
+    they follow), and mixed with the freshly built model's own init as the GHN's config asks (`OwnInitMix`)."""
+    mix = OwnInitMix.of(context.ghn) if context.ghn is not None else None
+    scales = param_scales(context.graph) if mix else {}
     with torch.no_grad():
         for name, value in context.predicted().items():
             param = model.get_parameter(name)
             info = context.graph.params[name]
-            own = param.detach().clone() if fraction and is_blended(info, scales[name]) else None
+            own = param.detach().clone() if mix and is_blended(info, scales[name]) else None
             param.copy_(value.to(device=param.device, dtype=param.dtype))
             if own is not None:
-                blend_with_init(param, own, info, fraction)
+                mix.apply(param, own, info)
 
 
 def _random_init(model: nn.Module, context: InitContext) -> None:

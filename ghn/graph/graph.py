@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ghn.graph import views
+from ghn.graph.draw import draw as draw_graph
 from ghn.graph.ops import OPS
 
 if TYPE_CHECKING:
@@ -193,23 +195,17 @@ class ComputationGraph:
 
     def to_networkx(self) -> nx.DiGraph:
         """A `networkx.DiGraph` with every node attribute (op, module, params, activation, ...)."""
-        from ghn.graph.views import to_networkx
-
-        return to_networkx(self)
+        return views.to_networkx(self)
 
     def to_pyg(self) -> Data:
         """A `torch_geometric.data.Data` for a GHN; computed once and cached (see `ghn.graph.views.to_pyg`)."""
         if self._pyg_cache is None:
-            from ghn.graph.views import to_pyg
-
-            self._pyg_cache = to_pyg(self)
+            self._pyg_cache = views.to_pyg(self)
         return self._pyg_cache
 
     def draw(self, path: str, **kwargs: Any) -> None:
         """Draw the graph to a PNG or SVG file (by the file's suffix)."""
-        from ghn.graph.draw import draw
-
-        draw(self, path, **kwargs)
+        draw_graph(self, path, **kwargs)
 
     def __repr__(self) -> str:
         return (

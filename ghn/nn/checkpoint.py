@@ -7,13 +7,13 @@ Loading never unpickles arbitrary objects and never guesses the architecture fro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ghn._io import atomic_write, atomic_write_text
 from ghn._logging import get_logger
 from ghn.errors import CheckpointError, ConfigError
 from ghn.nn.config import GHNConfig
@@ -21,26 +21,24 @@ from ghn.nn.config import GHNConfig
 if TYPE_CHECKING:
     from ghn.nn.ghn import GHN
 
-__all__ = ["FORMAT_VERSION", "CONFIG_NAME", "WEIGHTS_NAME", "save_ghn", "load_ghn", "read_header", "atomic_write"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "TORCH_SUFFIXES",
+    "Checkpoint",
+    "save_ghn",
+    "read_checkpoint",
+    "read_torch_checkpoint",
+    "read_header",
+    "check_weights",
+]
 
 logger = get_logger(__name__)
 
 FORMAT_VERSION = 2  # 2: predictions at the model's own init scale (ghn/nn/normalize.py)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _header(ghn: GHN, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +61,7 @@ def save_ghn(ghn: GHN, path: str | Path, **metadata: Any) -> Path:
     text = json.dumps(header, indent=2, sort_keys=True)
     weights = {name: t.detach().cpu().contiguous() for name, t in ghn.state_dict().items()}
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(weights, str(tmp), metadata={"ghn": text}))
-    atomic_write(path / CONFIG_NAME, lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write_text(path / CONFIG_NAME, text + "\n")
     logger.info("Saved GHN (%s parameters) to %s", f"{ghn.num_parameters():,}", path)
     return path
 
@@ -103,11 +101,14 @@ def _parse_header(text: str | bytes, where: str) -> dict[str, Any]:
     return header
 
 
-def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:
-    """Load a GHN saved by `save_ghn`; refuses unknown formats, mismatched weights and non-finite values."""
-    from safetensors.torch import load_file
+def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """The config, weights and metadata of a GHN saved by `save_ghn` (a directory or its `.safetensors` file),
+    checked: a known format version, a valid config and finite weights. `GHN.load` builds the GHN from it.
 
-    from ghn.nn.ghn import GHN
+    Raises:
+        CheckpointError: the path is missing, of another kind, or holds an unusable checkpoint.
+    """
+    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():
@@ -116,9 +117,12 @@ def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> G
     if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has format_version {header.get('format_version')!r}; this ghn reads {FORMAT_VERSION}. "
-            + ("It was saved by an older ghn whose predictions were scaled differently: retrain it with this ghn "
-               "(python train_ghn.py --config ...)." if isinstance(header.get("format_version"), int)
-               and header["format_version"] < FORMAT_VERSION else "Upgrade ghn to read it.")
+            + (
+                "It was saved by an older ghn whose predictions were scaled differently: retrain it with this ghn "
+                "(python train_ghn.py --config ...)."
+                if isinstance(header.get("format_version"), int) and header["format_version"] < FORMAT_VERSION
+                else "Upgrade ghn to read it."
+            )
         )
     try:
         config = GHNConfig.from_dict(header["config"])
@@ -135,16 +139,12 @@ def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> G
             f"Checkpoint {str(path)!r} holds NaN or infinite values in {', '.join(map(repr, bad[:5]))}; "
             "it cannot predict usable parameters. Use an earlier checkpoint."
         )
-    ghn = GHN(config)
-    _check_weights(weights, ghn.state_dict(), path)
-    ghn.load_state_dict(weights)
-    ghn.metadata = header.get("metadata", {})
-    logger.info("Loaded GHN from %s", path)
-    return ghn.to(map_location).eval()
+    return Checkpoint(path=path, config=config, weights=weights, metadata=header.get("metadata", {}))
 
 
-def _check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
-    """Raise unless `weights` has exactly the names and shapes of the state dict the config builds."""
+def check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise `CheckpointError` unless `weights` has exactly the names and shapes of `expected`, the state dict that
+    the checkpoint's config builds."""
     missing = sorted(expected.keys() - weights.keys())
     unexpected = sorted(weights.keys() - expected.keys())
     if missing or unexpected:
@@ -160,3 +160,50 @@ def _check_weights(weights: dict[str, torch.Tensor], expected: dict[str, torch.T
             f"the config makes {tuple(expected[name].shape)}{more}. Save config and weights together with "
             "GHN.save_pretrained."
         )
+
+
+# -- checkpoint records and weights-only torch files -------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """What a checkpoint file holds, read and checked but not yet built into a `GHN` (`GHN.from_checkpoint` does)."""
+
+    path: Path
+    """Where it was read from (named in error messages)."""
+    config: GHNConfig
+    weights: dict[str, torch.Tensor]
+    """The state dict, by parameter name."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the checkpoint says about itself (name, training data)."""
+
+
+#: File suffixes of weights-only torch checkpoints (`read_torch_checkpoint`).
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def read_torch_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """A `.pt` file of {'config': GHNConfig dict, 'state_dict': {name: tensor}, 'metadata': {...}}, read with
+    `torch.load(weights_only=True)` so no arbitrary object is unpickled.
+
+    Raises:
+        CheckpointError: the file is not a weights-only torch file of that form, or its config is invalid.
+    """
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle and zip errors of many types; weights_only refuses arbitrary objects
+        raise CheckpointError(f"Cannot read {str(path)!r} as a weights-only torch file ({err}).") from err
+    if (
+        not isinstance(data, dict)
+        or not {"config", "state_dict"} <= data.keys()
+        or not isinstance(data["state_dict"], dict)
+    ):
+        raise CheckpointError(
+            f"{str(path)!r} is not a GHN torch file: expected a dict with 'config' and 'state_dict'. "
+            "Save GHNs with GHN.save_pretrained(dir)."
+        )
+    try:
+        config = GHNConfig.from_dict(data["config"])
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{str(path)!r} does not hold a valid GHN ({err}).") from err
+    metadata = dict(data.get("metadata") or {})
+    return Checkpoint(path=path, config=config, weights=dict(data["state_dict"]), metadata=metadata)

@@ -5,18 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ghn._checks import check_positive
 from ghn._config import from_dict, to_dict
 from ghn.errors import ConfigError
 from ghn.registry import Registry
 
 __all__ = ["EncoderConfig", "DecoderConfig", "GHNConfig", "GHN_PRESETS"]
-
-
-def _positive(config: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +33,7 @@ class EncoderConfig:
     """Dropout in attention and MLPs during GHN training."""
 
     def __post_init__(self) -> None:
-        _positive(self, "hidden_dim", "num_layers", "num_heads", "max_distance", "max_degree")
+        check_positive(self, "hidden_dim", "num_layers", "num_heads", "max_distance", "max_degree")
         if self.hidden_dim % self.num_heads:
             raise ConfigError(
                 f"EncoderConfig.hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})."
@@ -70,7 +64,7 @@ class DecoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("low_rank", "block"):
             raise ConfigError(f"DecoderConfig.kind must be 'low_rank' or 'block', got {self.kind!r}.")
-        _positive(self, "rank", "num_index_features", "block_channels", "block_kernel")
+        check_positive(self, "rank", "num_index_features", "block_channels", "block_kernel")
         if self.num_index_features % 8:
             raise ConfigError(
                 f"DecoderConfig.num_index_features must be a multiple of 8, got {self.num_index_features}."
@@ -91,11 +85,17 @@ class GHNConfig:
     """Fraction of each predicted weight's variance that `ghn.predict` takes from the model's own init (its values,
     or fresh draws of its std on meta); training replaces the same fraction with noise, so the GHN learns
     predictions that keep their value when blended. 0 writes the GHN's prediction alone."""
+    own_spectrum: bool = False
+    """Give each predicted weight the singular values of the model's own init, keeping the GHN's singular vectors
+    (the own init fills the directions the prediction leaves out): the GHN chooses directions, the model's init its
+    spectrum (`ghn.predict.match_init_spectrum`; issue 11 in benchmarks/RESULTS.md)."""
 
     def __post_init__(self) -> None:
-        _positive(self, "num_op_embeddings")
+        check_positive(self, "num_op_embeddings")
         if not (isinstance(self.init_blend, (int, float)) and 0.0 <= self.init_blend < 1.0):
             raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
+        if not isinstance(self.own_spectrum, bool):
+            raise ConfigError(f"GHNConfig.own_spectrum must be True or False, got {self.own_spectrum!r}.")
 
     @property
     def hidden_dim(self) -> int:

@@ -16,14 +16,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ghn._logging import get_logger
 from ghn.graph import ROLES, ComputationGraph
+from ghn.nn.checkpoint import Checkpoint, check_weights, read_checkpoint, save_ghn
 from ghn.nn.config import GHN_PRESETS, GHNConfig
 from ghn.nn.decoder import DECODERS, LowRank
 from ghn.nn.encoder import GraphormerEncoder
 from ghn.nn.features import NodeEmbedding
 from ghn.nn.normalize import normalize_params, param_scales
 
-__all__ = ["GHN"]
+__all__ = ["GHN", "load_ghn"]
+
+logger = get_logger(__name__)
 
 _MAX_SLOTS = 8  # parameters of one node are told apart by their position among its parameters
 
@@ -64,16 +68,36 @@ class GHN(nn.Module):
         return cls(GHNConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> GHN:
-        """Load a GHN saved with `save_pretrained` (a directory with config.json and model.safetensors)."""
-        from ghn.nn.checkpoint import load_ghn
+    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:
+        """Load a GHN saved with `save_pretrained`: its directory (config.json and model.safetensors) or the
+        `.safetensors` file alone. Local paths only; `ghn.from_pretrained` also takes pretrained names and URLs.
 
-        return load_ghn(path)
+        Returns:
+            The GHN in eval mode on `map_location`, with the checkpoint's `metadata`.
+
+        Raises:
+            CheckpointError: no checkpoint at `path`, or one with an unknown format, a bad config, weights that do
+                not match it or non-finite values.
+        """
+        ghn = cls.from_checkpoint(read_checkpoint(path, map_location=map_location), map_location=map_location)
+        logger.info("Loaded GHN from %s", path)
+        return ghn
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint, *, map_location: str | torch.device = "cpu") -> GHN:
+        """The GHN a checkpoint record describes (see `ghn.nn.checkpoint`), in eval mode on `map_location`.
+
+        Raises:
+            CheckpointError: its weights do not have the names and shapes its config builds.
+        """
+        ghn = cls(checkpoint.config)
+        check_weights(checkpoint.weights, ghn.state_dict(), checkpoint.path)
+        ghn.load_state_dict(checkpoint.weights)
+        ghn.metadata = checkpoint.metadata
+        return ghn.to(map_location).eval()
 
     def save_pretrained(self, path: str | Path, **metadata: Any) -> Path:
         """Write config.json and model.safetensors into directory `path` (atomically); returns the directory."""
-        from ghn.nn.checkpoint import save_ghn
-
         return save_ghn(self, path, **metadata)
 
     @property
@@ -107,7 +131,7 @@ class GHN(nn.Module):
         shape and layout across all `graphs`: every tensor of a group is decoded by the same few batched ops."""
         embeddings = self.encode(graphs) if embeddings is None else embeddings
         members, infos, scales, node_vectors, roles, slots = [], [], [], [], [], []
-        for index, (graph, nodes) in enumerate(zip(graphs, embeddings)):
+        for index, (graph, nodes) in enumerate(zip(graphs, embeddings, strict=True)):
             graph_scales = param_scales(graph)
             for node_index, node in enumerate(graph.nodes):
                 for slot, name in enumerate(node.params):
@@ -131,7 +155,7 @@ class GHN(nn.Module):
             transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...): HF Conv1D
             groups.setdefault((tuple(info.shape), transposed), []).append(j)
         specs = [(shape, transposed, torch.tensor(js, device=device)) for (shape, transposed), js in groups.items()]
-        for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={})):
+        for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={}), strict=True):
             if self.config.normalize:
                 raw = normalize_params(
                     raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self._classifier_gain()
@@ -153,7 +177,7 @@ class GHN(nn.Module):
         out: list[dict[str, Tensor]] = [{} for _ in graphs]
         for members, group in self.predict_groups(graphs):
             tensors = group.materialize() if isinstance(group, LowRank) else group  # (T, *shape)
-            for (index, name), tensor in zip(members, tensors.unbind(0)):
+            for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
                 out[index][name] = tensor
         return out
 
@@ -163,3 +187,8 @@ class GHN(nn.Module):
             f"hidden_dim={encoder.hidden_dim}, num_layers={encoder.num_layers}, num_heads={encoder.num_heads}, "
             f"decoder={self.config.decoder.kind!r}, rank={self.config.decoder.rank}"
         )
+
+
+def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:
+    """`GHN.load` as a function: a GHN saved by `save_ghn` / `GHN.save_pretrained`, from a local path."""
+    return GHN.load(path, map_location=map_location)

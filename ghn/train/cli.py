@@ -19,6 +19,7 @@ from typing import Any
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from ghn.data.architectures import task_values
 from ghn.errors import GHNError
 from ghn.train.datamodule import GHNDataModule
 from ghn.train.module import GHNModule
@@ -135,12 +136,12 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         space=data.space,
         steps=trainer.global_step,
         task_kind=datamodule.task.kind,
-        task_values=datamodule.task_values(),
+        task_values=task_values(datamodule.task),
         heldout=summary.get("heldout", []),
     )
     if summary.get("heldout"):
         (out_dir / "heldout.json").write_text(json.dumps(summary["heldout"], indent=2) + "\n")
-    print(f"GHN written to {out_dir} (load it with ghn.GHN.from_pretrained({str(out_dir)!r})); logs in {log_dir}")
+    print(f"GHN written to {out_dir} (load it with ghn.GHN.load({str(out_dir)!r})); logs in {log_dir}")
     return summary
 
 

@@ -15,7 +15,13 @@ from torch.utils.data import DataLoader
 
 from ghn._logging import get_logger
 from ghn.data import TASKS, TaskData, load_task
-from ghn.data.architectures import ArchitectureDataset, SampledArchitectures, collate_architectures, heldout_configs
+from ghn.data.architectures import (
+    ArchitectureDataset,
+    SampledArchitectures,
+    collate_architectures,
+    heldout_configs,
+    task_values,
+)
 from ghn.errors import ConfigError
 from ghn.zoo import lookup_config
 from ghn.zoo.space import SPACES, ArchitectureSampler, adapt_config
@@ -88,13 +94,6 @@ class GHNDataModule(L.LightningDataModule):
         self._sampler: ArchitectureSampler | None = None
 
     # -- setup ---------------------------------------------------------------------------------------------------
-    def task_values(self) -> dict[str, Any]:
-        """Shape fields every architecture gets from the task data."""
-        task = self.task
-        if task.kind == "image":
-            return {"in_channels": task.in_channels, "image_size": task.image_size, "num_classes": task.num_classes}
-        return {"vocab_size": task.vocab_size, "n_positions": task.context}
-
     def load_task(self) -> TaskData:
         """Load the task data (once) and check that the space holds models for it: the entry point calls this
         before any process is spawned, so a wrong path or option fails once, in one line."""
@@ -117,7 +116,7 @@ class GHNDataModule(L.LightningDataModule):
         config = self.config
         self.load_task()
         space = SPACES.get(config.space)
-        values = self.task_values()
+        values = task_values(self.task)
         configs = heldout_configs(space, values, config.num_heldout_archs, seed=config.seed)
         configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
         rank = self.trainer.global_rank if self.trainer is not None else 0

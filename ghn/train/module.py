@@ -24,7 +24,7 @@ from ghn.data.metrics import evaluate, task_loss
 from ghn.errors import ConfigError
 from ghn.nn import GHN, GHN_PRESETS, GHNConfig
 from ghn.nn.normalize import ParamScale, deviation, param_scales, reference_std
-from ghn.predict import blend_with_init, is_blended
+from ghn.predict import OwnInitMix, is_blended
 from ghn.train.config import OptimConfig
 
 __all__ = ["GHNModule"]
@@ -47,8 +47,11 @@ class GHNModule(L.LightningModule):
             init. 0.5 helped fine-tuning on digits without the lookahead (v2); with it, 0 trains better predictions
             (v5; benchmarks/RESULTS.md, issue 11).
         init_blend: the `GHNConfig.init_blend` the trained GHN ships with (the fraction of each weight's variance
-            `ghn.predict` takes from the model's own init; validation blends the same way); default `noise`.
-            0.5 with `noise` 0 and the lookahead measured best on digits; 0 on pydoc text.
+            `ghn.predict` takes from the model's own init; validation blends the same way); None: `noise`. 0 on
+            digits since `own_spectrum` (0.5 was best before it), 0 on pydoc text.
+        own_spectrum: the `GHNConfig.own_spectrum` the trained GHN ships with: `ghn.predict` gives every weight the
+            singular values of the model's own init, keeping the GHN's singular vectors (validation does the same).
+            On digits it beat blending on held-out and outside networks (benchmarks/RESULTS.md, issue 11).
         lookahead_steps: k > 0 adds the task loss after k Adam steps of the predicted network (lr `lookahead_lr`,
             first-order: the update directions are constants) on the second half of the batch to the loss at the
             prediction on the first half, so the GHN is rewarded for predictions that fine-tune well, not only for
@@ -67,7 +70,8 @@ class GHNModule(L.LightningModule):
         deviation_penalty: float = 0.1,
         deviation_max_penalty: float = 0.0,
         noise: float = 0.0,
-        init_blend: float | None = 0.5,
+        init_blend: float | None = 0.0,
+        own_spectrum: bool = True,
         lookahead_steps: int = 2,
         lookahead_lr: float = 0.01,
         model_cache_size: int = 256,
@@ -76,12 +80,13 @@ class GHNModule(L.LightningModule):
         config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
-        if "init_blend" in (ghn_overrides or {}):
-            raise ConfigError("Set GHNConfig.init_blend through GHNModule's `init_blend` (--model.init_blend).")
+        for key in ("init_blend", "own_spectrum"):
+            if key in (ghn_overrides or {}):
+                raise ConfigError(f"Set GHNConfig.{key} through GHNModule's `{key}` (--model.{key}).")
         config = replace(config, **(ghn_overrides or {}))
         if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
             raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
-        config = replace(config, init_blend=noise if init_blend is None else init_blend)
+        config = replace(config, init_blend=noise if init_blend is None else init_blend, own_spectrum=own_spectrum)
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
         if not deviation_max_penalty >= 0:
@@ -222,13 +227,14 @@ class GHNModule(L.LightningModule):
     def _blended(self, arch: Architecture, model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """`params` as `ghn.predict` writes them: blended with the model's own init (its built values) when the GHN
         has `init_blend`, so validation scores what users get."""
-        if self.init_blend == 0:
+        mix = OwnInitMix.of(self.ghn)
+        if mix is None:
             return params
         scales, out = self._scales(arch), dict(params)
         for name, value in params.items():
             info = arch.graph.params[name]
             if is_blended(info, scales[name]):
-                out[name] = blend_with_init(value.clone(), model.get_parameter(name), info, self.init_blend)
+                out[name] = mix.apply(value.clone(), model.get_parameter(name), info)
         return out
 
     def _scales(self, arch: Architecture) -> dict[str, ParamScale]:

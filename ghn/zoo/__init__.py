@@ -18,13 +18,16 @@ from ghn.zoo.family import (
 )
 from ghn.zoo.gpt2 import GPT2, Conv1D, GPT2Config
 from ghn.zoo.hf import HF_PRESETS, HFPresetSpec
+from ghn.zoo.hf_formats import HF_EQUIVALENTS, HFEquivalentSpec
 from ghn.zoo.resnet import ResNet, ResNetConfig
 from ghn.zoo.vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "FAMILIES",
     "FamilySpec",
+    "HF_EQUIVALENTS",
     "HF_PRESETS",
+    "HFEquivalentSpec",
     "HFPresetSpec",
     "SOURCES",
     "config_hash",

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghn._checks import check_bool, check_choice, check_int, fail, freeze
 from ghn.registry import Registry
 from ghn.zoo import _random
-from ghn.zoo._checks import check_bool, check_choice, check_int, fail, freeze
 from ghn.zoo.family import FAMILIES, FamilySpec
 
 __all__ = [

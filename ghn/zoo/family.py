@@ -13,11 +13,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from ghn._checks import TASK_KINDS, TaskKind
 from ghn._config import from_dict, to_dict
 from ghn._logging import get_logger
 from ghn.errors import ConfigError, RegistryError, UnknownNameError
@@ -26,7 +27,6 @@ from ghn.registry import Registry, close_matches
 __all__ = [
     "FamilySpec",
     "FAMILIES",
-    "Task",
     "config_hash",
     "family_of",
     "lookup_config",
@@ -36,9 +36,6 @@ __all__ = [
 ]
 
 logger = get_logger(__name__)
-
-Task = Literal["image", "text"]
-_TASKS = ("image", "text")
 
 
 @dataclass(frozen=True)
@@ -62,14 +59,14 @@ class FamilySpec:
     build: Callable[[Any], nn.Module]
     sample: Callable[[torch.Generator], Any]
     presets: Mapping[str, Any] = field(default_factory=dict)
-    task: Task = "image"
+    task: TaskKind = "image"
     variants: Mapping[str, Callable[[torch.Generator], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.config_cls):
             raise ConfigError(f"FamilySpec {self.name!r} has config_cls {self.config_cls!r}; it must be a dataclass.")
-        if self.task not in _TASKS:
-            raise ConfigError(f"FamilySpec {self.name!r} has task {self.task!r}; it must be one of {_TASKS}.")
+        if self.task not in TASK_KINDS:
+            raise ConfigError(f"FamilySpec {self.name!r} has task {self.task!r}; it must be one of {TASK_KINDS}.")
         for preset, config in self.presets.items():
             if type(config) is not self.config_cls:
                 raise ConfigError(

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghn._checks import check_float, check_int, fail
 from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo._checks import check_float, check_int, fail
 from ghn.zoo.family import FAMILIES, FamilySpec
 
 __all__ = ["GPT2Config", "GPT2", "Conv1D", "build_gpt2", "sample_gpt2_config"]

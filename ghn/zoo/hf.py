@@ -13,10 +13,10 @@ from typing import Any
 
 from torch import nn
 
+from ghn._checks import TaskKind
 from ghn.errors import ConfigError
 from ghn.registry import Registry, close_matches
 from ghn.zoo._optional import require
-from ghn.zoo.family import Task
 
 __all__ = ["HFPresetSpec", "HF_PRESETS", "build_hf"]
 
@@ -37,7 +37,7 @@ class HFPresetSpec:
     model_class: str
     config_class: str
     config: Mapping[str, Any] = field(default_factory=dict)
-    task: Task = "text"
+    task: TaskKind = "text"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -79,7 +79,7 @@ def _with_suggestions(keys: list[str], known: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _register(name: str, model_class: str, config_class: str, task: Task, **config: Any) -> None:
+def _register(name: str, model_class: str, config_class: str, task: TaskKind, **config: Any) -> None:
     HF_PRESETS.register(name, HFPresetSpec(name, model_class, config_class, config, task))
 
 

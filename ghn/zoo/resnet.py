@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ghn._checks import check_choice, check_float, check_int, fail, freeze
 from ghn.zoo import _random
-from ghn.zoo._checks import check_choice, check_float, check_int, fail, freeze
 from ghn.zoo.family import FAMILIES, FamilySpec
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock", "Bottleneck", "build_resnet", "sample_resnet_config"]
@@ -165,7 +165,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem.has_maxpool else nn.Identity()
         self.stage_names = tuple(f"layer{i + 1}" for i in range(len(config.layers)))
         in_channels = config.base_width
-        for i, (name, planes) in enumerate(zip(self.stage_names, config.stage_widths)):
+        for i, (name, planes) in enumerate(zip(self.stage_names, config.stage_widths, strict=True)):
             stride = 1 if i == 0 else 2
             stage, in_channels = _stage(config, in_channels, planes, num_blocks=config.layers[i], stride=stride)
             self.add_module(name, stage)

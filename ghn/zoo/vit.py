@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ghn._checks import check_bool, check_float, check_int, fail
 from ghn.zoo import _random
-from ghn.zoo._checks import check_bool, check_float, check_int, fail
 from ghn.zoo.family import FAMILIES, FamilySpec
 
 __all__ = ["ViTConfig", "VisionTransformer", "build_vit", "sample_vit_config"]

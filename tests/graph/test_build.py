@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import pytest
@@ -11,6 +12,11 @@ from torch import nn
 
 from ghn.errors import GHNError, GraphError, UnsupportedOpError
 from ghn.graph import OPS, ComputationGraph, ParamSlot, build_graph, register_op, unregister_op
+from ghn.zoo import FAMILIES, create, names
+
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="needs transformers (pip install 'ghn[hf]')"
+)
 
 
 def _parents(graph: ComputationGraph, index: int) -> list[int]:
@@ -629,18 +635,17 @@ def test_unregistering_the_op_makes_the_module_unsupported_again(mixer_op):
 
 
 # -- Hugging Face models ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def transformers():
-    return pytest.importorskip("transformers")
+def _hf(model_class: str, config_class: str, **config) -> nn.Module:
+    """A `transformers` model of a config no 'hf:' preset of the zoo matches."""
+    import transformers
 
-
-def _hf(transformers, model_class: str, config_class: str, **config) -> nn.Module:
     return getattr(transformers, model_class)(getattr(transformers, config_class)(**config))
 
 
-def test_hf_gpt2(transformers):
+@needs_transformers
+def test_hf_gpt2():
     config = dict(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=64)
-    model = _hf(transformers, "GPT2LMHeadModel", "GPT2Config", **config)
+    model = _hf("GPT2LMHeadModel", "GPT2Config", **config)
     graph = build_graph(model)
     assert graph.coverage().is_complete
     assert graph.num_params == sum(p.numel() for p in model.parameters())
@@ -658,12 +663,9 @@ def test_hf_gpt2(transformers):
     assert [graph.nodes[i].activation for i in _nodes(graph, "linear")].count("gelu_approx") == 2
 
 
-def test_hf_model_output_from_keyword_inputs(transformers):
-    config = dict(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=64,
-    )  # fmt: skip
-    model = _hf(transformers, "BertForSequenceClassification", "BertConfig", **config)
+@needs_transformers
+def test_hf_model_output_from_keyword_inputs():
+    model = create("hf:bert-tiny")
     inputs = {"input_ids": torch.zeros(1, 7, dtype=torch.long), "attention_mask": torch.ones(1, 7, dtype=torch.long)}
     graph = build_graph(model, inputs)
     assert graph.coverage().is_complete
@@ -674,12 +676,9 @@ def test_hf_model_output_from_keyword_inputs(transformers):
     assert graph.to_pyg().num_nodes == graph.num_nodes
 
 
-def test_hf_llama(transformers):
-    config = dict(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    model = _hf(transformers, "LlamaForCausalLM", "LlamaConfig", **config)
+@needs_transformers
+def test_hf_llama():
+    model = create("hf:llama-tiny")
     graph = build_graph(model)
     assert graph.coverage().is_complete
     assert len(_nodes(graph, "rms_norm")) == 5 and len(_nodes(graph, "attention")) == 2
@@ -691,12 +690,9 @@ def test_hf_llama(transformers):
     assert graph.params["lm_head.weight"].role == "classifier"
 
 
-def test_hf_vit(transformers):
-    config = dict(
-        image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        num_labels=5,
-    )  # fmt: skip
-    model = _hf(transformers, "ViTForImageClassification", "ViTConfig", **config)
+@needs_transformers
+def test_hf_vit():
+    model = create("hf:vit-tiny")
     graph = build_graph(model)
     assert graph.coverage().is_complete
     roles = {name: info.role for name, info in graph.params.items()}
@@ -706,29 +702,18 @@ def test_hf_vit(transformers):
     assert graph.nodes[_only(graph, "token")].module == "vit.embeddings"
 
 
+@needs_transformers
 @pytest.mark.parametrize(
-    ("model_class", "config_class", "config", "head"),
+    ("spec", "overrides", "head"),
     [
-        (
-            "ResNetForImageClassification", "ResNetConfig",
-            dict(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=4),
-            "classifier.1",
-        ),
-        (
-            "ResNetForImageClassification", "ResNetConfig",
-            dict(embedding_size=8, hidden_sizes=[16, 32], depths=[1, 1], layer_type="bottleneck", num_labels=4),
-            "classifier.1",
-        ),
-        (
-            "ConvNextForImageClassification", "ConvNextConfig",
-            dict(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=4),
-            "classifier",
-        ),
+        ("hf:resnet-tiny", {}, "classifier.1"),
+        ("hf:resnet-tiny", {"layer_type": "bottleneck"}, "classifier.1"),
+        ("hf:convnext-tiny", {}, "classifier"),
     ],
     ids=["resnet-basic", "resnet-bottleneck", "convnext"],
-)  # fmt: skip
-def test_hf_vision_cnns(transformers, model_class, config_class, config, head):
-    model = _hf(transformers, model_class, config_class, **config)
+)
+def test_hf_vision_cnns(spec, overrides, head):
+    model = create(spec, **overrides)
     graph = build_graph(model)
     assert graph.coverage().is_complete, graph.coverage()
     assert graph.params[f"{head}.weight"].role == "classifier"
@@ -736,18 +721,20 @@ def test_hf_vision_cnns(transformers, model_class, config_class, config, head):
     assert _nodes(graph, "conv") and _nodes(graph, "add")
 
 
-def test_hf_swin_relative_position_bias_is_owned_by_attention(transformers):
+@needs_transformers
+def test_hf_swin_relative_position_bias_is_owned_by_attention():
     config = dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=3)
-    graph = build_graph(_hf(transformers, "SwinForImageClassification", "SwinConfig", **config))
+    graph = build_graph(_hf("SwinForImageClassification", "SwinConfig", **config))
     assert graph.coverage().is_complete, graph.coverage()
     tables = [info for name, info in graph.params.items() if name.endswith("relative_position_bias_table")]
     assert len(tables) == 2
     assert all(graph.nodes[info.node].op == "attention" and info.role == "position_embedding" for info in tables)
 
 
-def test_hf_encoder_decoder_inputs_are_derived_for_both_stacks(transformers):
+@needs_transformers
+def test_hf_encoder_decoder_inputs_are_derived_for_both_stacks():
     config = dict(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2, decoder_start_token_id=0)
-    graph = build_graph(_hf(transformers, "T5ForConditionalGeneration", "T5Config", **config))
+    graph = build_graph(_hf("T5ForConditionalGeneration", "T5Config", **config))
     assert graph.coverage().is_complete, graph.coverage()
     assert len(_nodes(graph, "input")) == 2
     modules = {node.module.split(".")[0] for node in graph.nodes if node.params or node.shared}
@@ -762,11 +749,6 @@ FAST_PRESETS = ["zoo:resnet18", "zoo:vit-s/16", "zoo:gpt2"]
 NUM_SAMPLED_CNNS = 30
 
 
-@pytest.fixture(scope="module")
-def zoo():
-    return pytest.importorskip("ghn.zoo")
-
-
 def _check_zoo_graph(graph: ComputationGraph, model: nn.Module) -> None:
     assert graph.coverage().is_complete, graph.coverage()
     assert graph.num_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -775,38 +757,30 @@ def _check_zoo_graph(graph: ComputationGraph, model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("spec", FAST_PRESETS)
-def test_zoo_presets_build_on_meta(zoo, spec):
-    model = zoo.create(spec, device="meta")
+def test_zoo_presets_build_on_meta(spec):
+    model = create(spec, device="meta")
     _check_zoo_graph(build_graph(model), model)
-
-
-def _all_specs() -> list[str]:
-    try:
-        from ghn.zoo import names
-    except ImportError:
-        return []
-    return names()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", _all_specs())
-def test_every_zoo_spec_builds_on_meta(zoo, spec):
-    if spec.startswith("hf:"):
-        pytest.importorskip("transformers")
-    model = zoo.create(spec, device="meta")
+@pytest.mark.parametrize(
+    "spec", [pytest.param(s, marks=needs_transformers) if s.startswith("hf:") else s for s in names()]
+)
+def test_every_zoo_spec_builds_on_meta(spec):
+    model = create(spec, device="meta")
     _check_zoo_graph(build_graph(model), model)
 
 
-def _sampled_cnn(zoo, seed: int) -> nn.Module:
-    family = zoo.FAMILIES.get("cnn")
+def _sampled_cnn(seed: int) -> nn.Module:
+    family = FAMILIES.get("cnn")
     config = family.sample(torch.Generator().manual_seed(seed))
     with torch.device("meta"):
         return family.build(config)
 
 
 @pytest.mark.parametrize("seed", range(NUM_SAMPLED_CNNS))
-def test_sampled_cnns_build_with_full_coverage(zoo, seed):
-    model = _sampled_cnn(zoo, seed)
+def test_sampled_cnns_build_with_full_coverage(seed):
+    model = _sampled_cnn(seed)
     _check_zoo_graph(build_graph(model), model)
 
 
@@ -815,11 +789,11 @@ GOLDEN_COUNTS = {"zoo:resnet18": (53, 60), "zoo:vit-s/16": (115, 138), "zoo:gpt2
 
 
 @pytest.mark.parametrize("spec", sorted(GOLDEN_COUNTS))
-def test_reference_graphs_keep_their_node_and_edge_counts(zoo, spec):
-    graph = build_graph(zoo.create(spec, device="meta"))
+def test_reference_graphs_keep_their_node_and_edge_counts(spec):
+    graph = build_graph(create(spec, device="meta"))
     assert (graph.num_nodes, graph.num_edges) == GOLDEN_COUNTS[spec]
 
 
-def test_graphs_of_the_same_preset_are_identical(zoo):
-    first, second = (build_graph(zoo.create("zoo:resnet18", device="meta")) for _ in range(2))
+def test_graphs_of_the_same_preset_are_identical():
+    first, second = (build_graph(create("zoo:resnet18", device="meta")) for _ in range(2))
     assert first == second

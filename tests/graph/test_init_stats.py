@@ -108,5 +108,6 @@ def test_a_predicted_model_keeps_the_statistics_of_its_init() -> None:
     assert after == before
     again = ghn.predict_params(model, hyper, example_inputs=idx)
     for name, value in model.named_parameters():
-        torch.testing.assert_close(value.detach(), again[name].detach(), msg=name)
+        # equal up to float32 rounding of two GHN forwards (values of std 1 differ by up to 1e-5 on some seeds)
+        torch.testing.assert_close(value.detach(), again[name].detach(), rtol=1e-4, atol=1e-4, msg=name)
     assert math.isclose(before["custom.weight"][1], 0.3, rel_tol=0.15)

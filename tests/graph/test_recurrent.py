@@ -123,7 +123,6 @@ def test_measured_pytorch_init_snaps_to_the_rule():
 
 
 def test_ghn_graph_command_prints_the_recurrent_nodes(capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    pytest.importorskip("ghn.zoo")
     from ghn.cli import main
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # for the 'module:test_recurrent:...' spec

@@ -49,7 +49,7 @@ def test_directory_round_trip(tmp_path: Path, graph, kind: str) -> None:
     path = ghn.save_pretrained(tmp_path / "ghn", name="tiny", trained_on=["digits"])
     assert path == tmp_path / "ghn"
     assert sorted(p.name for p in path.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]  # no temporary files left
-    loaded = GHN.from_pretrained(path)
+    loaded = GHN.load(path)
     assert loaded.config == ghn.config
     assert loaded.metadata == {"name": "tiny", "trained_on": ["digits"]}
     assert not loaded.training
@@ -220,7 +220,7 @@ def test_missing_paths_are_refused(tmp_path: Path, saved: Path) -> None:
     with pytest.raises(CheckpointError, match="No GHN checkpoint at"):
         load_ghn(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="No GHN checkpoint at"):
-        GHN.from_pretrained(tmp_path / "nowhere" / "model.safetensors")
+        GHN.load(tmp_path / "nowhere" / "model.safetensors")
     (saved / WEIGHTS_NAME).unlink()
     with pytest.raises(CheckpointError, match="Cannot read weights"):
         load_ghn(saved)

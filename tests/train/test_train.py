@@ -43,7 +43,7 @@ def test_train_writes_ghn_logs_checkpoints_and_heldout_table(tmp_path, capsys):
         assert torch.isfinite(torch.tensor([row["loss"], row["loss_random"]])).all()
     out = capsys.readouterr().out
     assert "GHN accuracy (%)" in out and "random-init accuracy (%)" in out
-    ghn = GHN.from_pretrained(tmp_path / "ghn")
+    ghn = GHN.load(tmp_path / "ghn")
     assert ghn.metadata["task"] == "digits" and ghn.metadata["steps"] == 3
     assert ghn.metadata["task_values"] == {"in_channels": 1, "image_size": 8, "num_classes": 10}
     assert json.loads((tmp_path / "ghn" / "heldout.json").read_text()) == rows
@@ -97,7 +97,10 @@ def test_bad_names_and_sizes_fail_before_training():
     with pytest.raises(ConfigError, match="noise must be a fraction"):
         GHNModule(noise=1.0)
     assert GHNModule(noise=0.25, init_blend=None).ghn.config.init_blend == 0.25
-    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.5 == GHNModule().ghn.config.init_blend
+    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.0 == GHNModule().ghn.config.init_blend
+    assert GHNModule().ghn.config.own_spectrum and not GHNModule(own_spectrum=False).ghn.config.own_spectrum
+    with pytest.raises(ConfigError, match="--model.own_spectrum"):
+        GHNModule(ghn_overrides={"own_spectrum": False})
     with pytest.raises(ConfigError, match="init_blend must be in"):
         GHNModule(init_blend=1.5)
     with pytest.raises(ConfigError, match="lookahead_steps"):

@@ -69,6 +69,10 @@ def test_create_on_meta_keeps_buffers_real():
     """Regression (issue 12): only parameters go to meta, so buffers a constructor computes keep their values."""
     model = create("zoo:resnet18-cifar", device="meta")
     assert all(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
+
+
+def test_create_on_meta_keeps_hf_buffers_real():
+    """Regression (issue 12): a `transformers` model on meta keeps the buffer values its constructor computes."""
     pytest.importorskip("transformers")
     on_meta, on_cpu = create("hf:llama-tiny", device="meta"), create("hf:llama-tiny")
     assert all(p.is_meta for p in on_meta.parameters())
