@@ -28,10 +28,12 @@ from ghn.meta import recompute_buffers
 from ghn.nn import GHN, load_ghn
 from ghn.nn.decoder import LowRank
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
+from ghn.nn.spectrum import at_own_spectrum_
 
 __all__ = ["DEFAULT_GHN_INPUTS", "DEFAULT_GHN_RESOLVERS", "ghn_task_inputs", "graphs_and_ghn", "model_task_kind",
            "model_task_size", "untrained_head_note", "PredictionReport", "OwnInitMix", "blend_with_init",
-           "match_init_spectrum", "is_blended", "predict", "predict_params", "stream_predictions"]
+           "is_blended", "predict", "predict_params", "stream_predictions", "factored_predictions",
+           "write_predictions"]
 
 logger = get_logger(__name__)
 
@@ -215,8 +217,9 @@ def predict_params(model, ghn=None, *, example_inputs=None):
     """Predicted parameters as {name: tensor}, differentiable with respect to the GHN's parameters.
 
     Use with `torch.func.functional_call(model, params, x)` to train a GHN on the task loss of the predicted
-    networks. Tied parameters appear under their first name (functional_call ties the others). A list of models or
-    graphs is predicted in one batched GHN forward and gives a list of dicts.
+    networks. A GHN with `config.own_spectrum` takes the model's values as its own init (fresh draws for a graph
+    or a model on meta), as `predict` does. Tied parameters appear under their first name (functional_call ties the
+    others). A list of models or graphs is predicted in one batched GHN forward and gives a list of dicts.
 
     Args:
         model: an `nn.Module`, a `ComputationGraph` from `ghn.build_graph`, or a list of them.
@@ -224,8 +227,10 @@ def predict_params(model, ghn=None, *, example_inputs=None):
         example_inputs: inputs to trace the model(s) with, when they cannot be derived.
     """
     single = not isinstance(model, (list, tuple))
-    graphs, ghn = graphs_and_ghn([model] if single else model, ghn, example_inputs)
-    params = ghn(graphs)
+    models = [model] if single else list(model)
+    graphs, ghn = graphs_and_ghn(models, ghn, example_inputs)
+    own = [dict(m.named_parameters()) if isinstance(m, nn.Module) else {} for m in models]  # for own_spectrum
+    params = ghn(graphs, own=own)
     return params[0] if single else params
 
 
@@ -243,7 +248,7 @@ def predict(
     Values are written under `torch.no_grad()`; BatchNorm running statistics are reset, not predicted, and buffers
     on `meta` get their real values from the model's own init (`ghn.meta.recompute_buffers`: rotary frequencies,
     position ids; build large models with `ghn.empty_weights()` so no buffer needs recomputing). A GHN with
-    `config.own_spectrum` gives every weight the singular values of the model's own init (`match_init_spectrum`),
+    `config.own_spectrum` puts every weight at the spectrum of the model's own init (`ghn.nn.spectrum`),
     and one with `config.init_blend` > 0 mixes that fraction of the own init into every weight (`blend_with_init`);
     the own init is the model's values, or fresh draws of their init std on meta (`OwnInitMix`). The report
     (`model.ghn_report`, or returned with `return_report=True`) lists what was and was not predicted.
@@ -325,13 +330,14 @@ def stream_predictions(
     with torch.no_grad(), closing(_placed_predictions([model], [graph], ghn, [report])) as placed:
         for _, name, value, mix in placed:
             info = graph.params[name]
-            tensor = value
-            if isinstance(value, LowRank):  # multiplied out as `_write` does, so the values match bit for bit
-                tensor = value.rows.new_empty(value.shape)
-                value.materialize(out=tensor)
-            if mix is not None:
-                param = model.get_parameter(name)
-                mix.apply(tensor, None if param.is_meta else param, info)
+            param = model.get_parameter(name)
+            if mix is None and not isinstance(value, LowRank):
+                tensor = value
+            else:  # made as `_write` makes it, so the values match bit for bit
+                tensor = (value.rows if isinstance(value, LowRank) else value).new_empty(tuple(info.shape))
+                if mix is not None and not param.is_meta:
+                    tensor.copy_(param.detach())
+                _place(tensor, value, mix, has_own=not param.is_meta, info=info)
             for key in (name, *info.aliases):
                 if key in writer.pending:
                     writer.write(key, tensor)
@@ -439,15 +445,14 @@ def _placed_predictions(
     the consumer has placed it and asks for the next one. Consume it in `contextlib.closing`, so that the GHN's mode
     is restored even when placing fails.
     """
-    mix = OwnInitMix.of(ghn)
-    scales = [param_scales(g) for g in graphs] if mix else None
+    scales = [param_scales(g) for g in graphs] if OwnInitMix.wanted(ghn) else None
     was_training = ghn.training
     ghn.eval()
     try:
         with torch.no_grad():
             for index, name, prediction in ghn.iter_predictions(graphs):
-                mixed = scales and is_blended(graphs[index].params[name], scales[index][name])
-                yield index, name, prediction, mix if mixed else None
+                mix = OwnInitMix.of(ghn, graphs[index].params[name], scales[index][name]) if scales else None
+                yield index, name, prediction, mix
                 del prediction  # free this tensor before the next one is made
                 reports[index].predicted.append(name)
     finally:
@@ -502,75 +507,56 @@ def blend_with_init(target: Tensor, own: Tensor | None, info: ParamInfo, fractio
     return target.mul_(math.sqrt(1.0 - fraction)).add_(noise.to(target.dtype), alpha=math.sqrt(fraction))
 
 
-def _own_values(target: Tensor, own: Tensor | None, info: ParamInfo) -> Tensor:
-    """The model's own init of `target` as float32: `own`, or on meta fresh Gaussian draws of its init std."""
-    if own is not None:
-        return own.detach().to(device=target.device, dtype=torch.float32)
-    std = info.init_std if info.init_std is not None else float(target.float().std())
-    return torch.randn(target.shape, device=target.device, dtype=torch.float32) * std
-
-
-_EXACT_SVD_MAX = 1024  # below this min(rows, cols), exact SVDs; above, randomized ones of the needed rank
-
-
-def match_init_spectrum(target: Tensor, own: Tensor | None, info: ParamInfo, *, max_rank: int | None = None) -> Tensor:
-    """`target` (holding the GHN's prediction) <- its top singular directions with the singular values of the
-    model's own init, plus the own init projected off those directions, in place.
-
-    Viewed as a (rows, rest) matrix W = U S V^T of numerical rank r, with the own init A of singular values s:
-    W' = U_r diag(s_1..s_r) V_r^T + (I - U_r U_r^T) A (I - V_r V_r^T). W' has (about) the own init's spectrum,
-    so its scale, rank and diversity are the init's, while the directions that count most are the GHN's.
-    `max_rank` bounds r (the low-rank decoder's rank), so large matrices need only a randomized SVD of that rank.
-    `own` as in `blend_with_init`. Why: predictions whose variance sits in a few directions fine-tune slowly.
-    """
-    rows = target.shape[0]
-    w = target.detach().reshape(rows, -1).to(torch.float32)
-    a = _own_values(target, own, info).reshape(rows, -1)
-    full = min(w.shape)
-    k = full if max_rank is None else min(full, max_rank)
-    if full <= _EXACT_SVD_MAX:
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
-        own_s = torch.linalg.svdvals(a)
-    else:
-        u, s, v = torch.svd_lowrank(w, q=min(full, k + 8), niter=2)
-        vh = v.T
-        own_s = torch.svd_lowrank(a, q=min(full, k + 8), niter=4)[1]
-    if s.numel() == 0 or float(s[0]) <= 0:
-        return target
-    r = min(k, int((s > s[0] * 1e-5).sum()), own_s.numel())
-    u_r, vh_r = u[:, :r], vh[:r]
-    rest = a - u_r @ (u_r.T @ a)
-    rest = rest - (rest @ vh_r.T) @ vh_r
-    out = rest.addmm_(u_r * own_s[:r], vh_r)
-    target.copy_(out.reshape(target.shape).to(target.dtype))
-    return target
-
-
 @dataclass(frozen=True)
 class OwnInitMix:
-    """How `ghn.predict` mixes the model's own init into each weight-like prediction (`is_blended`): first
-    `match_init_spectrum` when `spectrum`, then `blend_with_init` of `fraction` when > 0 (the GHN's config)."""
+    """How `ghn.predict` puts the model's own init into one weight-like prediction (`is_blended`), as the GHN's
+    config asks: at the own init's spectrum (`ghn.nn.spectrum.at_own_spectrum_`) when `spectrum`, then `fraction`
+    of its variance blended in (`blend_with_init`). `std` is the own init's std, which fresh draws get when the
+    model has no values of its own (a model on meta)."""
 
     spectrum: bool = False
     fraction: float = 0.0
-    max_rank: int | None = None
+    std: float = 1.0
+    flat: bool = True  # every direction at one value (False: the GHN's relative spectrum, `free_spectrum_roles`)
+
+    @staticmethod
+    def wanted(ghn: GHN) -> bool:
+        """Whether `ghn` mixes the own init into its predictions at all."""
+        return bool(ghn.config.own_spectrum or ghn.config.init_blend)
 
     @classmethod
-    def of(cls, ghn: GHN) -> OwnInitMix | None:
-        """The mix `ghn`'s config asks for, or None when it writes its predictions alone."""
-        config = ghn.config
-        if not config.own_spectrum and not config.init_blend:
+    def of(cls, ghn: GHN, info: ParamInfo, scale: ParamScale) -> OwnInitMix | None:
+        """The mix for one parameter, or None when `ghn` writes it alone (not weight-like, or no mix asked)."""
+        if not cls.wanted(ghn) or not is_blended(info, scale):
             return None
-        rank = config.decoder.rank if config.decoder.kind == "low_rank" else None
-        return cls(spectrum=config.own_spectrum, fraction=config.init_blend, max_rank=rank)
+        config = ghn.config
+        flat = info.role not in config.free_spectrum_roles
+        return cls(config.own_spectrum, config.init_blend, float(reference_std(info, scale)), flat)
 
-    def apply(self, target: Tensor, own: Tensor | None, info: ParamInfo) -> Tensor:
-        """Mix the own init (`own`, or fresh draws of its std when None) into `target` in place."""
-        if self.spectrum:
-            match_init_spectrum(target, own, info, max_rank=self.max_rank)
+    def write(self, target: Tensor, value: Tensor | LowRank, *, has_own: bool, info: ParamInfo) -> Tensor:
+        """Write `value` mixed with the own init into `target`, which holds the own init when `has_own` (else what
+        it holds is ignored and fresh draws of `std` stand in)."""
+        own = target.detach().clone() if self.fraction and has_own else None
+        if self.spectrum and isinstance(value, LowRank):
+            at_own_spectrum_(target, value, own_std=None if has_own else self.std, flat=self.flat)
+        else:
+            _place(target, value)
         if self.fraction:
             blend_with_init(target, own, info, self.fraction)
         return target
+
+
+def _place(
+    target: Tensor, value: Tensor | LowRank, mix: OwnInitMix | None = None, *, has_own: bool = False,
+    info: ParamInfo | None = None,
+) -> Tensor:
+    """Write a prediction into `target` (a low-rank one multiplied out straight into its storage when dtype and
+    device allow); with `mix`, mixed with the own init as `OwnInitMix.write` does."""
+    if mix is not None:
+        return mix.write(target, value, has_own=has_own, info=info)
+    if isinstance(value, LowRank):
+        return value.materialize(out=target)
+    return target.copy_(value.to(device=target.device, dtype=target.dtype))
 
 
 def _write(
@@ -578,25 +564,15 @@ def _write(
     mix: OwnInitMix | None = None,
 ) -> None:
     """Write `value` into parameter `name`, or replace a meta parameter by a real one under all its names; with
-    `mix` the model's own init is mixed in (`OwnInitMix`).
+    `mix` the model's own init (its values, or fresh draws on meta) is mixed in (`OwnInitMix`).
 
-    Low-rank predictions are multiplied out straight into the destination when dtype and device allow it, so no
-    second copy of a large tensor is ever made (except the own values a mix needs).
+    No second copy of a large tensor is ever made: low-rank predictions are multiplied out (or put at the own
+    spectrum) straight into the destination, except the own values a blend needs.
     """
     info = graph.params[name]
     param = model.get_parameter(name)
-    own = None if mix is None or param.is_meta else param.detach().clone()
-    target = param if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
-    direct = (
-        isinstance(value, LowRank) and target.dtype == value.rows.dtype and target.device == value.rows.device
-    )
-    if direct:
-        value.materialize(out=target.data)
-    else:
-        tensor = value.materialize()[0] if isinstance(value, LowRank) else value
-        target.data.copy_(tensor.to(device=target.device, dtype=target.dtype))
-    if mix is not None:
-        mix.apply(target.data, own, info)
+    target = param.data if not param.is_meta else torch.empty(param.shape, dtype=param.dtype, device=device)
+    _place(target, value, mix, has_own=not param.is_meta, info=info)
     if param.is_meta:
         new = nn.Parameter(target, requires_grad=param.requires_grad)
         for alias in (name, *info.aliases):
@@ -604,6 +580,33 @@ def _write(
             # setattr, not `_parameters[leaf] = new`: nn.RNN/GRU/LSTM keep a list of their weights (_flat_weights)
             # that only their __setattr__ refreshes.
             setattr(model.get_submodule(owner), leaf, new)
+
+
+def factored_predictions(graph: ComputationGraph, ghn: GHN) -> dict[str, Tensor | LowRank]:
+    """{name: prediction} of every parameter the GHN predicts for `graph`, before any own-init mix, low-rank weights
+    still factored (small): made once, they can be written into many fresh copies of a model (`write_predictions`),
+    each getting its own init mixed in as `predict` would."""
+    was_training = ghn.training
+    ghn.eval()
+    try:
+        with torch.no_grad():
+            return {name: value for _, name, value in ghn.iter_predictions([graph])}
+    finally:
+        ghn.train(was_training)
+
+
+def write_predictions(
+    model: nn.Module, graph: ComputationGraph, predictions: dict[str, Tensor | LowRank], ghn: GHN
+) -> nn.Module:
+    """Write `factored_predictions` into `model` (real parameters) exactly as `predict` writes them, with the
+    model's current values as its own init; buffers are left as they are. Returns `model`."""
+    scales = param_scales(graph) if OwnInitMix.wanted(ghn) else None
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for name, value in predictions.items():
+            mix = OwnInitMix.of(ghn, graph.params[name], scales[name]) if scales else None
+            _write(model, graph, name, value, device, mix)
+    return model
 
 
 def _record_init_stats(model: nn.Module, graph: ComputationGraph) -> None:

@@ -35,10 +35,12 @@ def test_both_task_kinds_have_outside_networks() -> None:
     assert set(outside_names("image")).isdisjoint(outside_names("text"))
 
 
+@pytest.mark.parametrize("own_spectrum", [False, True], ids=["raw", "own-spectrum"])
 @pytest.mark.parametrize("name", OUTSIDE.names())
-def test_outside_network_is_traced_in_full_and_predicted_at_its_own_scale(name: str) -> None:
+def test_outside_network_is_traced_in_full_and_predicted_at_its_own_scale(name: str, own_spectrum: bool) -> None:
     """Rule compared with: each weight tensor's std within 0.5x-2x of the std of the same tensor in the model's own
-    (PyTorch or transformers default) init; norm scales inside (1 - 0.8 * NORM_BOUND, 1 + 0.8 * NORM_BOUND)."""
+    (PyTorch or transformers default) init; norm scales inside (1 - 0.8 * NORM_BOUND, 1 + 0.8 * NORM_BOUND). For an
+    untrained GHN writing its predictions alone and one putting them at the own init's spectrum."""
     entry, model, x = _built(name)
     out = model(x)
     width = (out if isinstance(out, torch.Tensor) else out.logits).shape[-1]
@@ -46,7 +48,8 @@ def test_outside_network_is_traced_in_full_and_predicted_at_its_own_scale(name: 
     graph = build_graph(model, x[:1])
     assert graph.coverage().fraction == 1.0, graph.coverage()
     own = {n: p.detach().clone() for n, p in model.named_parameters()}
-    predicted = ghn.predict(model, ghn.GHN.from_preset("logah-tiny"), example_inputs=x[:1])
+    hyper = ghn.GHN.from_preset("logah-tiny", own_spectrum=own_spectrum)
+    predicted = ghn.predict(model, hyper, example_inputs=x[:1])
     assert predicted.ghn_report.is_complete
     for param_name, value in predicted.named_parameters():
         info, reference = graph.params.get(param_name), own[param_name]

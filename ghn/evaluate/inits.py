@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from ghn.graph import ComputationGraph
 from ghn.nn import GHN
+from ghn.nn.decoder import LowRank
 from ghn.nn.normalize import ParamScale, param_scales, reference_std
-from ghn.predict import OwnInitMix, is_blended, predict_params
+from ghn.predict import factored_predictions, write_predictions
 from ghn.registry import Registry
 
 __all__ = ["INITS", "InitContext", "InitSpec", "orthogonal_init"]
@@ -29,20 +30,15 @@ class InitContext:
 
     graph: ComputationGraph
     ghn: GHN | None = None
-    _predicted: dict[str, Tensor] | None = field(default=None, repr=False)
+    _predicted: dict[str, Tensor | LowRank] | None = field(default=None, repr=False)
 
-    def predicted(self) -> dict[str, Tensor]:
-        """{name: tensor} the GHN predicts for the graph (cached; detached, on the GHN's device)."""
+    def predicted(self) -> dict[str, Tensor | LowRank]:
+        """{name: prediction} the GHN makes for the graph, before any own-init mix (`ghn.predict.factored_predictions`:
+        cached, detached, on the GHN's device)."""
         if self._predicted is None:
             if self.ghn is None:
                 raise ValueError("This evaluation has no GHN, so the 'ghn' init cannot be used.")
-            was_training = self.ghn.training
-            self.ghn.eval()
-            try:
-                with torch.no_grad():
-                    self._predicted = {k: v.detach() for k, v in predict_params(self.graph, self.ghn).items()}
-            finally:
-                self.ghn.train(was_training)
+            self._predicted = factored_predictions(self.graph, self.ghn)
         return self._predicted
 
 
@@ -60,18 +56,9 @@ INITS = Registry[InitSpec]("init")
 
 
 def _ghn_init(model: nn.Module, context: InitContext) -> None:
-    """Write the GHN's prediction into the model as `ghn.predict` does: copied (tied tensors are one tensor, so
-    they follow), and mixed with the freshly built model's own init as the GHN's config asks (`OwnInitMix`)."""
-    mix = OwnInitMix.of(context.ghn) if context.ghn is not None else None
-    scales = param_scales(context.graph) if mix else {}
-    with torch.no_grad():
-        for name, value in context.predicted().items():
-            param = model.get_parameter(name)
-            info = context.graph.params[name]
-            own = param.detach().clone() if mix and is_blended(info, scales[name]) else None
-            param.copy_(value.to(device=param.device, dtype=param.dtype))
-            if own is not None:
-                mix.apply(param, own, info)
+    """Write the GHN's prediction into the model as `ghn.predict` does (`ghn.predict.write_predictions`): tied
+    tensors are one tensor, so they follow, and the freshly built model's values are its own init."""
+    write_predictions(model, context.graph, context.predicted(), context.ghn)
 
 
 def _random_init(model: nn.Module, context: InitContext) -> None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from ghn._checks import check_positive
 from ghn._config import from_dict, to_dict
 from ghn.errors import ConfigError
+from ghn.graph.ops import ROLES
 from ghn.registry import Registry
 
 __all__ = ["EncoderConfig", "DecoderConfig", "GHNConfig", "GHN_PRESETS"]
@@ -86,9 +87,15 @@ class GHNConfig:
     or fresh draws of its std on meta); training replaces the same fraction with noise, so the GHN learns
     predictions that keep their value when blended. 0 writes the GHN's prediction alone."""
     own_spectrum: bool = False
-    """Give each predicted weight the singular values of the model's own init, keeping the GHN's singular vectors
-    (the own init fills the directions the prediction leaves out): the GHN chooses directions, the model's init its
-    spectrum (`ghn.predict.match_init_spectrum`; issue 11 in benchmarks/RESULTS.md)."""
+    """Put each predicted weight at the spectrum of the model's own init: the GHN's r directions at the RMS of the
+    own init's top r singular values, the own init in the directions the prediction leaves out
+    (`ghn.nn.spectrum`). The GHN chooses directions, the model's init the scale; applied in training and in
+    `ghn.predict` alike. Low-rank decoder only (issue 11 in benchmarks/RESULTS.md)."""
+    free_spectrum_roles: tuple[str, ...] = ()
+    """Roles whose weights, when `own_spectrum` is on, keep the relative strengths the GHN gives their r directions
+    (at the own init's top-r energy, with the own init's complement) instead of all at one value, e.g.
+    ('embedding', 'classifier') for a language model's output embedding, whose token prior needs a peaked
+    spectrum."""
 
     def __post_init__(self) -> None:
         check_positive(self, "num_op_embeddings")
@@ -96,6 +103,15 @@ class GHNConfig:
             raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
         if not isinstance(self.own_spectrum, bool):
             raise ConfigError(f"GHNConfig.own_spectrum must be True or False, got {self.own_spectrum!r}.")
+        roles = self.free_spectrum_roles
+        if not isinstance(roles, (tuple, list)) or any(r not in ROLES for r in roles):
+            raise ConfigError(f"GHNConfig.free_spectrum_roles must be a list of roles from {list(ROLES)}, got {roles!r}.")
+        object.__setattr__(self, "free_spectrum_roles", tuple(self.free_spectrum_roles))
+        if self.own_spectrum and self.decoder.kind != "low_rank":
+            raise ConfigError(
+                f"GHNConfig.own_spectrum needs the low-rank decoder (its factors give the directions), but "
+                f"decoder.kind is {self.decoder.kind!r}. Set own_spectrum=False or decoder.kind='low_rank'."
+            )
 
     @property
     def hidden_dim(self) -> int:

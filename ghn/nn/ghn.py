@@ -9,7 +9,7 @@ Shape letters: N nodes, D hidden.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from ghn.nn.config import GHN_PRESETS, GHNConfig
 from ghn.nn.decoder import DECODERS, LowRank
 from ghn.nn.encoder import GraphormerEncoder
 from ghn.nn.features import NodeEmbedding
-from ghn.nn.normalize import normalize_params, param_scales
+from ghn.nn.normalize import ParamScale, normalize_params, param_scales, reference_std
+from ghn.nn.spectrum import at_own_spectrum
 
 __all__ = ["GHN", "load_ghn"]
 
@@ -53,6 +54,8 @@ class GHN(nn.Module):
         self.decoder = DECODERS.get(self.config.decoder.kind)(hidden, self.config.decoder)
         # logit of the classifier-head gain 0.5 + 0.5 * sigmoid (see ghn/nn/normalize.py): in (0.5, 1), 0.75 at init.
         self.classifier_gain_logit = nn.Parameter(torch.tensor(0.0))
+        if self.config.own_spectrum:  # the own init sets the heads' scale, so this gain does nothing: frozen
+            self.classifier_gain_logit.requires_grad_(False)
 
     # -- construction ---------------------------------------------------------------------------------------------
     @classmethod
@@ -125,14 +128,21 @@ class GHN(nn.Module):
         return list(nodes.split(batch.ptr.diff().tolist()))
 
     def predict_groups(
-        self, graphs: Sequence[ComputationGraph], embeddings: list[Tensor] | None = None
+        self,
+        graphs: Sequence[ComputationGraph],
+        embeddings: list[Tensor] | None = None,
+        scales: Sequence[Mapping[str, ParamScale]] | None = None,
     ) -> Iterator[tuple[list[tuple[int, str]], Tensor | LowRank]]:
         """Yield ([(graph index, parameter name)] * T, prediction of T tensors), one group per distinct stored
-        shape and layout across all `graphs`: every tensor of a group is decoded by the same few batched ops."""
+        shape, layout and kind (bounded, see ghn/nn/normalize.py, weight-like, or weight-like of a free spectrum) across
+        all `graphs`: every tensor of a group is decoded by the same few batched ops, and low-rank weights stay
+        factored (`LowRank`).
+        `scales` are the graphs' `param_scales`, when the caller has them."""
         embeddings = self.encode(graphs) if embeddings is None else embeddings
+        scales_of = [param_scales(g) for g in graphs] if scales is None else scales
         members, infos, scales, node_vectors, roles, slots = [], [], [], [], [], []
         for index, (graph, nodes) in enumerate(zip(graphs, embeddings, strict=True)):
-            graph_scales = param_scales(graph)
+            graph_scales = scales_of[index]
             for node_index, node in enumerate(graph.nodes):
                 for slot, name in enumerate(node.params):
                     info = graph.params[name]
@@ -153,8 +163,9 @@ class GHN(nn.Module):
         groups: dict[tuple, list[int]] = {}
         for j, info in enumerate(infos):
             transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...): HF Conv1D
-            groups.setdefault((tuple(info.shape), transposed), []).append(j)
-        specs = [(shape, transposed, torch.tensor(js, device=device)) for (shape, transposed), js in groups.items()]
+            kind = "bounded" if reference_std(info, scales[j]) is None else info.role in self.config.free_spectrum_roles
+            groups.setdefault((tuple(info.shape), transposed, kind), []).append(j)
+        specs = [(shape, transposed, torch.tensor(js, device=device)) for (shape, transposed, _), js in groups.items()]
         for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={}), strict=True):
             if self.config.normalize:
                 raw = normalize_params(
@@ -172,14 +183,49 @@ class GHN(nn.Module):
             for t, (index, name) in enumerate(members):
                 yield index, name, group[t]  # a LowRank slice or a tensor row
 
-    def forward(self, graphs: Sequence[ComputationGraph]) -> list[dict[str, Tensor]]:
-        """Every owned parameter of every graph: a list (one per graph) of {name: tensor}, differentiable."""
+    def forward(
+        self, graphs: Sequence[ComputationGraph], own: Sequence[Mapping[str, Tensor]] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Every owned parameter of every graph: a list (one per graph) of {name: tensor}, differentiable.
+
+        With `config.own_spectrum`, every low-rank weight is put at the spectrum of the model's own init
+        (`ghn.nn.spectrum.at_own_spectrum`): `own[i][name]` when given (the model's values), else fresh Gaussian
+        draws of the init std (`ghn.nn.normalize.reference_std`), as a model on meta gets in `ghn.predict`.
+        """
+        scales = [param_scales(g) for g in graphs]
         out: list[dict[str, Tensor]] = [{} for _ in graphs]
-        for members, group in self.predict_groups(graphs):
-            tensors = group.materialize() if isinstance(group, LowRank) else group  # (T, *shape)
+        for members, group in self.predict_groups(graphs, scales=scales):
+            if not isinstance(group, LowRank):
+                tensors = group  # (T, *shape)
+            elif self.config.own_spectrum:
+                role = graphs[members[0][0]].params[members[0][1]].role
+                own_init = self._own_init(graphs, scales, members, own, group.rows)
+                tensors = at_own_spectrum(group, own_init, flat=role not in self.config.free_spectrum_roles)
+            else:
+                tensors = group.materialize()
             for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
                 out[index][name] = tensor
         return out
+
+    @staticmethod
+    def _own_init(
+        graphs: Sequence[ComputationGraph],
+        scales: Sequence[Mapping[str, ParamScale]],
+        members: list[tuple[int, str]],
+        own: Sequence[Mapping[str, Tensor]] | None,
+        like: Tensor,
+    ) -> Tensor:
+        """(T, *shape): the own init of each member, given or drawn (see `forward`)."""
+        values = []
+        for index, name in members:
+            given = own[index].get(name) if own is not None else None
+            if given is not None and not given.is_meta:
+                values.append(given.detach().to(dtype=like.dtype, device=like.device))
+            else:
+                info = graphs[index].params[name]
+                std = reference_std(info, scales[index][name])
+                values.append(torch.randn(info.shape, dtype=like.dtype, device=like.device) * std)
+        return torch.stack(values)
 
     def extra_repr(self) -> str:
         encoder = self.config.encoder

@@ -19,7 +19,8 @@ place (switch them off with `GHNConfig(normalize=False)`):
 | norm_shift           | own mean (0) + 0.25 * tanh(raw)                                                      |
 | other 0-1 D          | like bias                                                                            |
 
-Bounds keep the values near the init; `deviation` (penalized in training) keeps them off the bounds.
+Bounds keep the values near the init; `deviation` (penalized in training, growing without limit at the bounds)
+keeps them off the bounds.
 Fan-in follows the layout the op reads the tensor in (HF Conv1D stores (in, out)), see `ParamInfo.fan_in`.
 """
 
@@ -128,13 +129,21 @@ def _center_and_bound(info: ParamInfo, scale: ParamScale) -> tuple[float, float]
     return info.init_mean or 0.0, _CONSTANT_BIAS_BOUND * fan_bound
 
 
+_SATURATED = 1e-4  # 1 - t^2 floor: a value this close to its bound costs 1e4, and the gradient still pulls it back
+
+
 def deviation(value: Tensor, info: ParamInfo, scale: ParamScale, *, reduce: str = "mean") -> Tensor:
-    """Mean (or with reduce='max' the largest) of ((value - center) / bound)^2 for a bounded parameter (bias, norm):
-    1 at the bounds, 0 at the init. Training adds it to the loss so the GHN keeps such values near the init rather
-    than at their bounds."""
+    """Mean (or with reduce='max' the largest) of t^2 / (1 - t^2), t = (value - center) / bound, for a bounded
+    parameter (bias, norm): 0 at the init, about t^2 near it, 1 at t = 0.71 and without limit at the bounds.
+
+    Training adds it to the loss so the GHN keeps such values near the init. It equals sinh(raw)^2 of the decoder's
+    output raw (value = center + bound * tanh(raw)), so its pull grows as fast as tanh flattens: a penalty on t^2
+    alone has no gradient left once a value saturates at its bound, which is where a GHN trained on the loss of
+    untrained networks parks the norm before a head (issue 11)."""
     center, bound = _center_and_bound(info, scale)
     squared = ((value - center) / bound).pow(2)
-    return squared.amax() if reduce == "max" else squared.mean()
+    cost = squared / (1.0 - squared).clamp_min(_SATURATED)
+    return cost.amax() if reduce == "max" else cost.mean()
 
 
 def normalize_params(

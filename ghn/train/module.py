@@ -24,7 +24,7 @@ from ghn.data.metrics import evaluate, task_loss
 from ghn.errors import ConfigError
 from ghn.nn import GHN, GHN_PRESETS, GHNConfig
 from ghn.nn.normalize import ParamScale, deviation, param_scales, reference_std
-from ghn.predict import OwnInitMix, is_blended
+from ghn.predict import blend_with_init, is_blended
 from ghn.train.config import OptimConfig
 
 __all__ = ["GHNModule"]
@@ -38,10 +38,11 @@ class GHNModule(L.LightningModule):
         ghn_overrides: top-level `GHNConfig` fields to replace in the preset (e.g. {'normalize': false}).
         optim: optimizer and schedule.
         deviation_penalty: weight of the mean `ghn.nn.normalize.deviation` of the predicted biases and norm parameters
-            (0 at their init, 1 at their bounds), added to the task loss: it keeps them near the init, where
-            networks stay trainable, instead of at the bounds that the loss of untrained networks pulls them to.
+            (0 at their init, without limit at their bounds), added to the task loss: it keeps them near the init,
+            where networks stay trainable, instead of at the bounds that the loss of untrained networks pulls them to.
         deviation_max_penalty: weight of the largest single deviation among those parameters, added too: a mean
-            lets one tensor (the norm feeding a head) sit at its bound at little cost.
+            lets one tensor (the norm feeding a head) sit at its bound at little cost. 0.05 keeps every norm scale
+            of the shipped GHNs within 0.18 of 1 (bound 0.25).
         noise: fraction of each predicted weight's variance replaced by fresh Gaussian noise of the same std before
             the task loss, so the GHN learns predictions that keep their value when blended with the model's own
             init. 0.5 helped fine-tuning on digits without the lookahead (v2); with it, 0 trains better predictions
@@ -49,9 +50,10 @@ class GHNModule(L.LightningModule):
         init_blend: the `GHNConfig.init_blend` the trained GHN ships with (the fraction of each weight's variance
             `ghn.predict` takes from the model's own init; validation blends the same way); None: `noise`. 0 on
             digits since `own_spectrum` (0.5 was best before it), 0 on pydoc text.
-        own_spectrum: the `GHNConfig.own_spectrum` the trained GHN ships with: `ghn.predict` gives every weight the
-            singular values of the model's own init, keeping the GHN's singular vectors (validation does the same).
-            On digits it beat blending on held-out and outside networks (benchmarks/RESULTS.md, issue 11).
+        own_spectrum: `GHNConfig.own_spectrum`: every predicted weight is put at the spectrum of the model's own
+            init (`ghn.nn.spectrum`) in training (fresh draws of the init, so the GHN learns directions that work at
+            that scale), in validation (the built network's values) and in `ghn.predict` alike. Fine-tuning from
+            such predictions beat the raw ones on digits and text (benchmarks/RESULTS.md, issue 11).
         lookahead_steps: k > 0 adds the task loss after k Adam steps of the predicted network (lr `lookahead_lr`,
             first-order: the update directions are constants) on the second half of the batch to the loss at the
             prediction on the first half, so the GHN is rewarded for predictions that fine-tune well, not only for
@@ -68,7 +70,7 @@ class GHNModule(L.LightningModule):
         ghn_overrides: dict[str, Any] | None = None,
         optim: OptimConfig = OptimConfig(),
         deviation_penalty: float = 0.1,
-        deviation_max_penalty: float = 0.0,
+        deviation_max_penalty: float = 0.05,
         noise: float = 0.0,
         init_blend: float | None = 0.0,
         own_spectrum: bool = True,
@@ -226,15 +228,14 @@ class GHNModule(L.LightningModule):
 
     def _blended(self, arch: Architecture, model: nn.Module, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """`params` as `ghn.predict` writes them: blended with the model's own init (its built values) when the GHN
-        has `init_blend`, so validation scores what users get."""
-        mix = OwnInitMix.of(self.ghn)
-        if mix is None:
+        has `init_blend`, so validation scores what users get (the own spectrum is applied by the GHN itself)."""
+        if not self.init_blend:
             return params
         scales, out = self._scales(arch), dict(params)
         for name, value in params.items():
             info = arch.graph.params[name]
             if is_blended(info, scales[name]):
-                out[name] = mix.apply(value.clone(), model.get_parameter(name), info)
+                out[name] = blend_with_init(value.clone(), model.get_parameter(name), info, self.init_blend)
         return out
 
     def _scales(self, arch: Architecture) -> dict[str, ParamScale]:
@@ -268,10 +269,10 @@ class GHNModule(L.LightningModule):
     def heldout_metrics(self, archs: list[Architecture], data: list[tuple[Tensor, Tensor]]) -> dict[str, list[float]]:
         """Metrics of GHN-predicted and of randomly initialized networks (the reference line) on `data`."""
         out: dict[str, list[float]] = defaultdict(list)
-        with torch.no_grad():
-            predicted = self.ghn([a.graph for a in archs])
-        for arch, params in zip(archs, predicted):
-            model = self.target_model(arch)
+        models = [self.target_model(a) for a in archs]
+        with torch.no_grad():  # the built networks' values are their own init (`GHNConfig.own_spectrum`)
+            predicted = self.ghn([a.graph for a in archs], own=[dict(m.named_parameters()) for m in models])
+        for arch, model, params in zip(archs, models, predicted):
             params = self._blended(arch, model, params)
             for key, value in evaluate(model, data, params=params).items():
                 out[key].append(value)

@@ -131,9 +131,9 @@ def test_lookahead_takes_adam_steps_and_trains_the_ghn_through_the_values():
     assert all(p.grad is not None for p in module.ghn.parameters() if p.requires_grad)
 
 
-def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
+def test_deviation_penalty_is_zero_at_the_init_and_grows_without_limit_at_the_bounds():
     from ghn.data.architectures import make_architecture
-    from ghn.nn.normalize import NORM_BOUND, _center_and_bound
+    from ghn.nn.normalize import NORM_BOUND, _center_and_bound, deviation
     from ghn.zoo import lookup_config
 
     module = GHNModule()
@@ -141,13 +141,25 @@ def test_deviation_penalty_is_zero_at_the_init_and_one_at_the_bounds():
     params = {n: torch.full(info.shape, 1.0 if info.role == "norm_scale" else 0.0) for n, info in arch.graph.params.items()}
     assert float(module._deviation(arch, params)) == pytest.approx(0.0)
     scales = module._scales(arch)
-    at_bounds = {n: torch.full(info.shape, sum(_center_and_bound(info, scales[n]))) for n, info in arch.graph.params.items()}
-    assert float(module._deviation(arch, at_bounds)) == pytest.approx(1.0)
+    def at(fraction: float) -> dict[str, torch.Tensor]:  # every bounded value at `fraction` of its bound
+        values = {}
+        for n, info in arch.graph.params.items():
+            center, bound = _center_and_bound(info, scales[n])
+            values[n] = torch.full(info.shape, center + fraction * bound)
+        return values
+
+    assert float(module._deviation(arch, at(0.1))) == pytest.approx(0.01 / 0.99, rel=1e-4)  # ~t^2 near the init
+    assert float(module._deviation(arch, at(2**-0.5))) == pytest.approx(1.0, rel=1e-4)
+    assert float(module._deviation(arch, at(1.0))) >= 1e4  # at the bound: no value parks there for free
     one_at_bound = dict(params)
     name = next(n for n in module._bounded(arch))
-    one_at_bound[name] = at_bounds[name]
-    assert float(module._deviation(arch, one_at_bound, reduce="max")) == pytest.approx(1.0)
-    assert float(module._deviation(arch, one_at_bound)) < 0.2
+    one_at_bound[name] = at(1.0)[name]
+    assert float(module._deviation(arch, one_at_bound, reduce="max")) >= 1e4
+    raw = torch.tensor(3.0, requires_grad=True)  # a saturated decoder output still gets pulled back towards 0
+    info, scale = arch.graph.params[name], scales[name]
+    center, bound = _center_and_bound(info, scale)
+    deviation(center + bound * torch.tanh(raw) * torch.ones(info.shape), info, scale).backward()
+    assert float(raw.grad) > 1.0
     with pytest.raises(ConfigError, match="deviation_max_penalty"):
         GHNModule(deviation_max_penalty=-1.0)
     assert NORM_BOUND < 0.5

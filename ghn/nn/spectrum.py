@@ -1,0 +1,155 @@
+"""Predicted weights at the model's own init spectrum: the GHN chooses directions, the model's init the scale.
+
+A low-rank prediction W (rank r, from the decoder's factors) becomes
+
+    W' = s * polar(W) + (I - P_U) A (I - P_V)
+
+with A the model's own init of the tensor, polar(W) = U V^T its nearest partial isometry (every one of its r
+directions at singular value 1), s the RMS of A's top r singular values and P_U, P_V the projections onto W's
+column and row spaces. So W' has (about) A's spectrum and Frobenius norm: its r strongest directions are the GHN's,
+all equally strong (or, for the roles a GHN lists in `free_spectrum_roles`, as strong relative to each other as
+the GHN made them), and A fills the directions the prediction leaves out. Fine-tuning from it goes like fine-tuning
+from the own init (scale, rank and diversity are the init's), from a start the GHN chose (issue 11 in
+benchmarks/RESULTS.md: predictions with a GHN-made spectrum trained slower than the default init).
+
+Everything is differentiable in the factors (a thin QR of each factor and a Newton-Schulz polar of the small
+core), so a GHN is trained with the same map `ghn.predict` applies; the own init takes no gradient.
+
+Shape letters: T tensors of one shape, m rows, n columns (the rest of the dims), R the decoder's rank.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ghn.nn.decoder import LowRank, orthogonalize
+
+__all__ = ["at_own_spectrum", "at_own_spectrum_", "gaussian_top_rms", "own_top_rms", "polar"]
+
+_EXACT_SVD_MAX = 1024  # above this min(m, n), the top singular values of the own init come from a randomized SVD
+
+
+def polar(x: Tensor, steps: int = 4) -> Tensor:
+    """The nearest partial isometry of each (a, b) matrix of `x` (T, a, b): U V^T of its SVD, every singular value
+    pushed to 1 (the quintic Newton-Schulz of `orthogonalize`, then cubic steps that settle them at 1)."""
+    flip = x.shape[1] < x.shape[2]
+    y = x.transpose(1, 2) if flip else x  # (T, big, small): `orthogonalize` wants the rank last
+    (y,) = orthogonalize([y])
+    for _ in range(steps):
+        y = 1.5 * y - 0.5 * y @ (y.transpose(1, 2) @ y)
+    return y.transpose(1, 2) if flip else y
+
+
+def own_top_rms(own: Tensor, rank: int) -> Tensor:
+    """(T,) RMS of the `rank` largest singular values of each (m, n) matrix of `own` (T, m, n); no gradient."""
+    with torch.no_grad():
+        own = own.float()
+        if min(own.shape[1:]) <= _EXACT_SVD_MAX:
+            top = torch.linalg.svdvals(own)[:, :rank]
+        else:  # a randomized SVD of the needed rank (GPT-2's 50257 x 1280 embedding)
+            q = min(rank + 8, *own.shape[1:])
+            top = torch.stack([torch.svd_lowrank(a, q=q, niter=4)[1][:rank] for a in own])
+        return top.pow(2).mean(1).sqrt()
+
+
+def gaussian_top_rms(m: int, n: int, rank: int, std: float) -> float:
+    """Expected RMS of the `rank` largest singular values of an (m, n) matrix of i.i.d. entries of `std`, from the
+    Marchenko-Pastur law: what `own_top_rms` gives for a fresh random init, without drawing and decomposing it."""
+    small, big = min(m, n), max(m, n)
+    rank = min(rank, small)
+    ratio = small / big
+    lo, hi = (1 - math.sqrt(ratio)) ** 2, (1 + math.sqrt(ratio)) ** 2
+    x = torch.linspace(lo, hi, 4097, dtype=torch.float64)[1:-1]  # eigenvalues of A A^T / (big * std^2)
+    density = ((hi - x) * (x - lo)).clamp_min(0).sqrt() / x
+    tail = density.flip(0).cumsum(0) / density.sum()  # mass above each x, largest first
+    upper = tail <= rank / small
+    upper[0] = True
+    mean_top = float((x.flip(0) * density.flip(0))[upper].sum() / density.flip(0)[upper].sum())
+    return std * math.sqrt(big * mean_top)
+
+
+def _basis(factor: Tensor) -> tuple[Tensor | None, Tensor]:
+    """(Q, C) with factor = Q @ C and Q an orthonormal basis of its column space, for a (T, d, k) factor; Q is
+    None (the identity) when d <= k, where the columns span the whole space and C is the factor itself."""
+    if factor.shape[1] <= factor.shape[2]:
+        return None, factor
+    return torch.linalg.qr(factor)  # (T, d, k), (T, k, k)
+
+
+def _directions(prediction: LowRank, flat: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None]:
+    """(Q_rows, core, Q_cols) with Q_rows @ core @ Q_cols^T = polar(W) for W = rows @ cols^T of each tensor (a None
+    basis is the identity), or with `flat` False W itself scaled to the same Frobenius norm (its own relative
+    spectrum). The prediction's scale and shift (`ghn.nn.normalize`) do not matter. A one-row W (a position
+    embedding, a class token) is centered first, as normalization centers it: its one direction is all of it."""
+    cols = prediction.cols
+    if prediction.rows.shape[1] == 1 and cols.shape[1] > 1:
+        cols = cols - cols.mean(1, keepdim=True)
+    q_rows, c_rows = _basis(prediction.rows)  # W = Q_rows (C_rows C_cols^T) Q_cols^T
+    q_cols, c_cols = _basis(cols)
+    core = c_rows @ c_cols.transpose(1, 2)  # (T, k_rows, k_cols)
+    if flat:
+        return q_rows, polar(core), q_cols
+    norm = core.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    return q_rows, core * (math.sqrt(min(core.shape[1:])) / norm), q_cols
+
+
+def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = None, *, flat: bool = True) -> Tensor:
+    """(T, *shape): each tensor of `prediction` as `s * polar(W) + (I - P_U) A (I - P_V)` (see the module doc),
+    with A the matching tensor of `own` (T, *shape), the model's own init, and s `top_rms` (T,) (default
+    `own_top_rms` of A). With `flat` False, W's r directions keep their relative weights (W scaled to the norm of
+    s * polar(W)) instead of all being s. Differentiable in the prediction; no gradient flows into A.
+    """
+    q_rows, core, q_cols = _directions(prediction, flat)
+    T, m, n = len(prediction), prediction.rows.shape[1], prediction.cols.shape[1]
+    a = own.detach().to(dtype=core.dtype, device=core.device).reshape(T, m, n)
+    if top_rms is None:
+        top_rms = own_top_rms(a, min(core.shape[1:]))
+    main = core * top_rms.to(core)[:, None, None]
+    main = main if q_rows is None else q_rows @ main
+    main = main if q_cols is None else main @ q_cols.transpose(1, 2)  # (T, m, n)
+    if q_rows is not None and q_cols is not None:  # W leaves directions out on both sides: A fills them
+        rest = a - q_rows @ (q_rows.transpose(1, 2) @ a)
+        main = main + rest - (rest @ q_cols) @ q_cols.transpose(1, 2)
+    return main.view(T, *prediction.shape)
+
+
+@torch.no_grad()
+def at_own_spectrum_(
+    target: Tensor, prediction: LowRank, *, own_std: float | None = None, flat: bool = True
+) -> Tensor:
+    """`at_own_spectrum` of a one-tensor `prediction`, written in place into `target`, which holds the own init A on
+    entry; with `own_std`, A is first drawn there as i.i.d. Gaussian of that std (a model on meta) and s comes from
+    `gaussian_top_rms`. No other tensor of the target's size is made (so GPT-2's largest matrices cost little
+    memory), except a float32 copy for a target of another dtype or layout."""
+    if target.dtype not in (torch.float32, torch.float64) or not target.is_contiguous():
+        work = target.detach().float().contiguous()
+        target.copy_(at_own_spectrum_(work, prediction, own_std=own_std, flat=flat))
+        return target
+    m = prediction.rows.shape[1]
+    a = target.view(m, -1)
+    if own_std is not None:
+        a.normal_(0.0, own_std)
+    q_rows, core, q_cols = _directions(prediction, flat)
+    rank = min(core.shape[1:])
+    if own_std is not None:
+        top_rms = gaussian_top_rms(m, a.shape[1], rank, own_std)
+    else:
+        top_rms = float(own_top_rms(a[None], rank)[0])
+    like = {"dtype": a.dtype, "device": a.device}
+    core = (core[0] * top_rms).to(**like)
+    q_rows = None if q_rows is None else q_rows[0].to(**like)
+    q_cols = None if q_cols is None else q_cols[0].to(**like)
+    if q_rows is None or q_cols is None:  # W spans one side whole: nothing of A is left
+        main = core if q_rows is None else q_rows @ core
+        a.copy_(main if q_cols is None else main @ q_cols.t())
+        return target
+    # A <- A - Q_r (Q_r^T A) - (A Q_c) Q_c^T + Q_r (Q_r^T A Q_c + core) Q_c^T, with only (R, n) and (m, R) temporaries
+    left = q_rows.t() @ a  # (R, n)
+    right = a @ q_cols  # (m, R)
+    inner = left @ q_cols  # (R, R)
+    a.addmm_(q_rows, left, alpha=-1.0).addmm_(right, q_cols.t(), alpha=-1.0)
+    a.addmm_(q_rows, (inner + core) @ q_cols.t())
+    return target
