@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--device", default="cpu", help="where predicted and random-init models live")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (after one warm-up)")
-    parser.add_argument("--ghn", default="logah-tiny", help="GHN preset (untrained: speed does not depend on training)")
+    parser.add_argument("--ghn", default="logah-tiny", help="GHN preset (untrained: speed does not depend on training), "
+                        "or a shipped name / saved directory, e.g. logah-tiny.pydoc (its own_spectrum costs time)")
     parser.add_argument("--out", help="append one JSON row per model to this JSONL file")
     parser.add_argument("--cases", nargs="+", default=list(CASES), metavar="SPEC")
     parser.add_argument("--timeout", type=float, default=1800)
@@ -86,7 +87,10 @@ def _work(task: str, spec: str, args: argparse.Namespace) -> dict:
     import ghn
     from ghn import zoo
 
-    hyper = ghn.GHN.from_preset(args.ghn).to(args.device)
+    from ghn.nn import GHN_PRESETS
+
+    hyper = ghn.GHN.from_preset(args.ghn) if args.ghn in GHN_PRESETS else ghn.from_pretrained(args.ghn)
+    hyper = hyper.to(args.device)
 
     def predict() -> object:
         model = zoo.create(spec, device="meta")

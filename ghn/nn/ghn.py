@@ -24,7 +24,7 @@ from ghn.nn.decoder import DECODERS, LowRank
 from ghn.nn.encoder import GraphormerEncoder
 from ghn.nn.features import NodeEmbedding
 from ghn.nn.normalize import ParamScale, normalize_params, param_scales, reference_std
-from ghn.nn.spectrum import at_own_spectrum
+from ghn.nn.spectrum import at_own_spectrum, gaussian_top_rms
 
 __all__ = ["GHN", "load_ghn"]
 
@@ -199,8 +199,9 @@ class GHN(nn.Module):
                 tensors = group  # (T, *shape)
             elif self.config.own_spectrum:
                 role = graphs[members[0][0]].params[members[0][1]].role
-                own_init = self._own_init(graphs, scales, members, own, group.rows)
-                tensors = at_own_spectrum(group, own_init, flat=role not in self.config.free_spectrum_roles)
+                own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
+                flat = role not in self.config.free_spectrum_roles
+                tensors = at_own_spectrum(group, own_init, top_rms, flat=flat)
             else:
                 tensors = group.materialize()
             for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
@@ -214,18 +215,25 @@ class GHN(nn.Module):
         members: list[tuple[int, str]],
         own: Sequence[Mapping[str, Tensor]] | None,
         like: Tensor,
-    ) -> Tensor:
-        """(T, *shape): the own init of each member, given or drawn (see `forward`)."""
-        values = []
+    ) -> tuple[Tensor, Tensor | None]:
+        """((T, *shape), (T,) or None): the own init of each member, given or drawn (see `forward`), and, when all
+        are drawn, the top-r RMS their law gives (`gaussian_top_rms`: no SVD of a fresh draw in every training step;
+        None: measure it on the values)."""
+        values, stds = [], []
         for index, name in members:
             given = own[index].get(name) if own is not None else None
             if given is not None and not given.is_meta:
                 values.append(given.detach().to(dtype=like.dtype, device=like.device))
             else:
                 info = graphs[index].params[name]
-                std = reference_std(info, scales[index][name])
-                values.append(torch.randn(info.shape, dtype=like.dtype, device=like.device) * std)
-        return torch.stack(values)
+                stds.append(reference_std(info, scales[index][name]))
+                values.append(torch.randn(info.shape, dtype=like.dtype, device=like.device) * stds[-1])
+        values = torch.stack(values)
+        if len(stds) < len(members):
+            return values, None
+        m, n = values.shape[1], values[0].numel() // values.shape[1]
+        unit = gaussian_top_rms(m, n, min(like.shape[-1], m, n), 1.0)
+        return values, torch.tensor(stds, dtype=like.dtype, device=like.device) * unit
 
     def extra_repr(self) -> str:
         encoder = self.config.encoder
