@@ -163,7 +163,10 @@ class GHN(nn.Module):
         groups: dict[tuple, list[int]] = {}
         for j, info in enumerate(infos):
             transposed = info.layout == "in_out" and len(info.shape) >= 2  # stored (in, out, ...): HF Conv1D
-            kind = "bounded" if reference_std(info, scales[j]) is None else info.role in self.config.free_spectrum_roles
+            if reference_std(info, scales[j]) is None:
+                kind = "bounded"
+            else:
+                kind = "free" if info.role in self.config.free_spectrum_roles else "flat"
             groups.setdefault((tuple(info.shape), transposed, kind), []).append(j)
         specs = [(shape, transposed, torch.tensor(js, device=device)) for (shape, transposed, _), js in groups.items()]
         for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={}), strict=True):
