@@ -96,13 +96,19 @@ class GHNConfig:
     (at the own init's top-r energy, with the own init's complement) instead of all at one value, e.g.
     ('embedding', 'classifier') for a language model's output embedding, whose token prior needs a peaked
     spectrum."""
+    centered_units: bool = False
+    """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
+    out of every bias its mean deviation from the own init, as a random init has none in expectation: no
+    prediction can switch a whole no-norm ReLU layer off by shifting all its units one way (issue 11 in
+    benchmarks/RESULTS.md: a plain conv stack predicted dead)."""
 
     def __post_init__(self) -> None:
         check_positive(self, "num_op_embeddings")
         if not (isinstance(self.init_blend, (int, float)) and 0.0 <= self.init_blend < 1.0):
             raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
-        if not isinstance(self.own_spectrum, bool):
-            raise ConfigError(f"GHNConfig.own_spectrum must be True or False, got {self.own_spectrum!r}.")
+        for name in ("own_spectrum", "centered_units"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"GHNConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         roles = self.free_spectrum_roles
         if not isinstance(roles, (tuple, list)) or any(r not in ROLES for r in roles):
             raise ConfigError(f"GHNConfig.free_spectrum_roles must be a list of roles from {list(ROLES)}, got {roles!r}.")

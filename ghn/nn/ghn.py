@@ -172,8 +172,9 @@ class GHN(nn.Module):
         for js, raw in zip(groups.values(), self.decoder.decode(param_embeddings, specs, cache={}), strict=True):
             if self.config.normalize:
                 raw = normalize_params(
-                    raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self._classifier_gain()
-                )
+                    raw, [infos[j] for j in js], [scales[j] for j in js], classifier_gain=self._classifier_gain(),
+                    center_units=self.config.centered_units,
+                )  # fmt: skip
             yield [members[j] for j in js], raw
 
     def iter_predictions(

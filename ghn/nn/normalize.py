@@ -35,10 +35,14 @@ from torch import Tensor
 from ghn.graph import ComputationGraph, ParamInfo
 from ghn.nn.decoder import LowRank
 
-__all__ = ["ParamScale", "param_scales", "normalize_params", "reference_std", "deviation", "EMBEDDING_STD", "NORM_BOUND"]
+__all__ = [
+    "ParamScale", "param_scales", "normalize_params", "reference_std", "deviation", "EMBEDDING_STD",
+    "MIN_CENTERED_UNITS", "NORM_BOUND",
+]  # fmt: skip
 
 EMBEDDING_STD = 0.02
 NORM_BOUND = 0.25  # norm scales and shifts stay within this of their init
+MIN_CENTERED_UNITS = 4  # `center_units` leaves tensors with fewer output units (2 units would become mirror images)
 _CONSTANT_BIAS_BOUND = 0.1  # times 1 / sqrt(fan_in): how far a bias whose own init is a constant may move
 _GAINS = {
     "relu": math.sqrt(2.0),
@@ -152,6 +156,7 @@ def normalize_params(
     scales: list[ParamScale],
     *,
     classifier_gain: Tensor | None = None,
+    center_units: bool = False,
 ) -> Tensor | LowRank:
     """Map the decoder's raw output for a group of same-shape parameters to the scale each role asks for (see the
     table above).
@@ -159,6 +164,9 @@ def normalize_params(
     Low-rank outputs stay factored: their means and variances come from the factors, and the standardization is
     folded into the factors' scale and shift. `classifier_gain` (a learned scalar of the GHN in (0.5, 1))
     multiplies the std of classifier heads, so predicted networks may begin less confident than the model's init.
+    `center_units` (`GHNConfig.centered_units`) takes out of each weight the part its output units share (for
+    `MIN_CENTERED_UNITS` or more units) and out of each bias its mean deviation from the init center, scaled so
+    the bias stays within its bound.
 
     Shapes: raw (T, *shape) or a `LowRank` of T tensors; infos and scales have length T.
     """
@@ -171,6 +179,7 @@ def normalize_params(
         multiplier = torch.where(is_head, classifier_gain.to(dtype), multiplier)
     if isinstance(raw, LowRank):
         if all(std is not None for std in stds):  # standardization folds into the factors
+            raw = _center_units_low_rank(raw, infos[0]) if center_units else raw
             target = torch.tensor(stds, dtype=raw.rows.dtype, device=device) * multiplier
             mean, var = raw.moments()
             gain = target / var.add(1e-12).sqrt()
@@ -178,6 +187,8 @@ def normalize_params(
         # A 2+ dim bias or norm parameter (`x + p` with p of shape (1, D)) is bounded elementwise, which no
         # factor scale can express: such groups are small, so make the tensors and apply the rules below.
         raw = raw.materialize()
+    if center_units:
+        raw = _center_units_dense(raw, infos, stds)
     flat = raw.reshape(raw.shape[0], -1)  # (T, numel)
     out = torch.empty_like(flat)
     for kind, members in _by_rule(infos, stds).items():
@@ -195,9 +206,45 @@ def normalize_params(
             pairs = [_center_and_bound(infos[i], scales[i]) for i in members]
             center = torch.tensor([c for c, _ in pairs], dtype=flat.dtype, device=device)[:, None]
             bound = torch.tensor([b for _, b in pairs], dtype=flat.dtype, device=device)[:, None]
-            values = center + bound * values.tanh()
+            values = values.tanh()
+            if center_units and values.shape[1] >= MIN_CENTERED_UNITS:
+                is_bias = torch.tensor([infos[i].role == "bias" for i in members], device=device)[:, None]
+                shared = values.mean(1, keepdim=True)  # |tanh - shared| < 1 + |shared|: the bound still holds
+                values = torch.where(is_bias, (values - shared) / (1.0 + shared.abs()), values)
+            values = center + bound * values
         out = out.index_copy(0, index, values)
     return out.view_as(raw)
+
+
+def _out_dim(info: ParamInfo) -> int:
+    """Dim of the output units in a stored 2+ D tensor: 1 for (in, out, ...) layouts (HF Conv1D), else 0."""
+    return 1 if info.layout == "in_out" else 0
+
+
+def _center_units_low_rank(raw: LowRank, info: ParamInfo) -> LowRank:
+    """`raw` with the factor of the output side centered over the units: W minus the row all its units share."""
+    if len(raw.shape) < 2 or raw.shape[_out_dim(info)] < MIN_CENTERED_UNITS:
+        return raw
+    # the decoder's rows follow stored dim 0, so the output units are the rows, or the cols of an (in, out) tensor
+    if _out_dim(info) == 0:
+        return LowRank(raw.rows - raw.rows.mean(1, keepdim=True), raw.cols, raw.shape, scale=raw.scale, shift=raw.shift)
+    return LowRank(raw.rows, raw.cols - raw.cols.mean(1, keepdim=True), raw.shape, scale=raw.scale, shift=raw.shift)
+
+
+def _center_units_dense(raw: Tensor, infos: list[ParamInfo], stds: list[float | None]) -> Tensor:
+    """(T, *shape) with each standardized 2+ D tensor's mean over its output units taken out."""
+    if raw.dim() < 3:
+        return raw
+    out = raw
+    for dim in (0, 1):
+        members = [
+            i for i, (info, std) in enumerate(zip(infos, stds, strict=True)) if std is not None and _out_dim(info) == dim
+        ]
+        if members and raw.shape[1 + dim] >= MIN_CENTERED_UNITS:
+            index = torch.tensor(members, device=raw.device)
+            values = raw[index]
+            out = out.index_copy(0, index, values - values.mean(1 + dim, keepdim=True))
+    return out
 
 
 def _by_rule(infos: list[ParamInfo], stds: list[float | None]) -> dict[str, list[int]]:

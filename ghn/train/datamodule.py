@@ -41,7 +41,8 @@ class GHNDataModule(L.LightningDataModule):
     Args:
         task: task data name (see `ghn.data.list_tasks()`): digits, cifar10, cifar100, imagefolder, pydoc, textfile.
         task_options: keyword options of the task loader (e.g. {'root': 'data'} for cifar10, {'context': 64}).
-        space: architecture space (see `ghn.zoo.space.SPACES`): mixed, cnns, resnets, vits, gpts.
+        space: architecture space (see `ghn.zoo.space.SPACES`): mixed-plain-tiny (default), mixed, cnns, resnets,
+            vits, gpts, plain, and their -tiny versions.
         num_train_archs: size of the fixed set of distinct training architectures; None samples without end.
         num_heldout_archs: held-out architectures (never trained on) for validation and the final table.
         heldout_presets: named zoo presets (e.g. 'resnet18-cifar') also held out, adapted to the task's shapes.
@@ -57,7 +58,7 @@ class GHNDataModule(L.LightningDataModule):
         self,
         task: str = "digits",
         task_options: dict[str, Any] | None = None,
-        space: str = "mixed-tiny",
+        space: str = "mixed-plain-tiny",
         num_train_archs: int | None = 300,
         num_heldout_archs: int = 20,
         heldout_presets: tuple[str, ...] = (),

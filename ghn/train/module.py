@@ -54,6 +54,10 @@ class GHNModule(L.LightningModule):
             init (`ghn.nn.spectrum`) in training (fresh draws of the init, so the GHN learns directions that work at
             that scale), in validation (the built network's values) and in `ghn.predict` alike. Fine-tuning from
             such predictions beat the raw ones on digits and text (benchmarks/RESULTS.md, issue 11).
+        centered_units: `GHNConfig.centered_units`: no predicted weight has a part all its output units share and
+            no predicted bias a shared shift, so no prediction switches off a whole no-norm ReLU layer. On digits
+            with plain networks in the space it fixed a held-out conv stack predicted dead and raised the floor
+            counts (d13 in RESULTS.md); the pydoc text recipe was measured without it and keeps it off.
         lookahead_steps: k > 0 adds the task loss after k Adam steps of the predicted network (lr `lookahead_lr`,
             first-order: the update directions are constants) on the second half of the batch to the loss at the
             prediction on the first half, so the GHN is rewarded for predictions that fine-tune well, not only for
@@ -74,6 +78,7 @@ class GHNModule(L.LightningModule):
         noise: float = 0.0,
         init_blend: float | None = 0.0,
         own_spectrum: bool = True,
+        centered_units: bool = True,
         lookahead_steps: int = 2,
         lookahead_lr: float = 0.01,
         model_cache_size: int = 256,
@@ -82,13 +87,16 @@ class GHNModule(L.LightningModule):
         config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
-        for key in ("init_blend", "own_spectrum"):
+        for key in ("init_blend", "own_spectrum", "centered_units"):
             if key in (ghn_overrides or {}):
                 raise ConfigError(f"Set GHNConfig.{key} through GHNModule's `{key}` (--model.{key}).")
         config = replace(config, **(ghn_overrides or {}))
         if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
             raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
-        config = replace(config, init_blend=noise if init_blend is None else init_blend, own_spectrum=own_spectrum)
+        config = replace(
+            config, init_blend=noise if init_blend is None else init_blend, own_spectrum=own_spectrum,
+            centered_units=centered_units,
+        )  # fmt: skip
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
         if not deviation_max_penalty >= 0:

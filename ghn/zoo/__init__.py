@@ -3,7 +3,7 @@
 Everything builds on the `meta` device and without torchvision or timm; `transformers` is needed only for 'hf:'.
 """
 
-from ghn.zoo import cnn, gpt2, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
+from ghn.zoo import cnn, gpt2, plain, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
 from ghn.zoo.cnn import CellConfig, CellNetwork, CNNConfig
 from ghn.zoo.create import SOURCES, create, names
 from ghn.zoo.family import (

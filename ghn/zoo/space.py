@@ -152,15 +152,26 @@ _register("resnets", FamilyChoice("resnet"))
 _register("vits", FamilyChoice("vit"))
 _register("vits-wide", FamilyChoice("vit", variant="wide"))
 _register("gpts", FamilyChoice("gpt2"))
+_register("plain", FamilyChoice("plain"))
 _register("mixed", FamilyChoice("cnn", 0.4), FamilyChoice("resnet", 0.3), FamilyChoice("vit", 0.3))
 # CPU-sized versions, for training on 2 cores in minutes (the embedded default run uses mixed-tiny).
 _register("cnns-tiny", FamilyChoice("cnn", variant="tiny"))
 _register("resnets-tiny", FamilyChoice("resnet", variant="tiny"))
 _register("vits-tiny", FamilyChoice("vit", variant="tiny"))
 _register("gpts-tiny", FamilyChoice("gpt2", variant="tiny"))
+_register("plain-tiny", FamilyChoice("plain", variant="tiny"))
 _register(
     "mixed-tiny",
     FamilyChoice("cnn", 0.4, variant="tiny"),
     FamilyChoice("resnet", 0.3, variant="tiny"),
     FamilyChoice("vit", 0.3, variant="tiny"),
+)
+# mixed-tiny with plain MLPs and conv stacks, the shapes of user code (issue 11: GHNs trained without them fine-tune
+# such networks worse than their default init early on).
+_register(
+    "mixed-plain-tiny",
+    FamilyChoice("cnn", 0.25, variant="tiny"),
+    FamilyChoice("resnet", 0.2, variant="tiny"),
+    FamilyChoice("vit", 0.3, variant="tiny"),
+    FamilyChoice("plain", 0.25, variant="tiny"),
 )

@@ -53,7 +53,7 @@ def test_from_preset_applies_overrides() -> None:
 
 def test_unknown_preset_override_is_a_config_error() -> None:
     """Regression: an unknown override escaped as dataclasses' TypeError, with no suggestion."""
-    with pytest.raises(ConfigError, match=r"'hidden_dim'.*Valid fields: decoder, encoder"):
+    with pytest.raises(ConfigError, match=r"'hidden_dim'.*Valid fields: centered_units, decoder, encoder"):
         GHN.from_preset("logah-tiny", hidden_dim=32)
     with pytest.raises(ConfigError, match=r"'normalise' \(did you mean 'normalize'\?\)"):
         GHN.from_preset("logah-tiny", normalise=False)

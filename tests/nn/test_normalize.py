@@ -116,6 +116,51 @@ def test_low_rank_group_with_a_two_dim_bias_is_normalized_elementwise() -> None:
     assert out[1].abs().max() <= 1 / 2
 
 
+@pytest.mark.parametrize("layout", ["out_in", "in_out"])
+def test_centered_units_take_out_the_row_every_unit_shares(layout: str) -> None:
+    """`center_units`: a weight's mean over its output units is zero (dim 0, or dim 1 of an (in, out) tensor), in
+    the factored and the dense form alike, and the std rule still holds."""
+    shape = (12, 24) if layout == "out_in" else (24, 12)  # 12 output units, 24 inputs
+    out_dim = 0 if layout == "out_in" else 1
+    infos = [ParamInfo(f"w{i}", shape, role="weight", layout=layout) for i in range(3)]
+    scales = [ParamScale(layer_fan_in=24)] * 3
+    rows, cols = torch.randn(3, shape[0], 4) + 2.0, torch.randn(3, shape[1], 4) + 1.0  # a strong shared part
+    shared = LowRank(rows, cols, shape).materialize().mean(1 + out_dim).abs().mean()
+    assert shared > 1.0
+    for raw in (LowRank(rows, cols, shape), LowRank(rows, cols, shape).materialize()):
+        out = normalize_params(raw, infos, scales, center_units=True)
+        dense = out.materialize() if isinstance(out, LowRank) else out
+        assert dense.mean(1 + out_dim).abs().max() < 1e-5
+        torch.testing.assert_close(dense.std((1, 2), unbiased=False), torch.full((3,), 24**-0.5))
+        plain = normalize_params(raw, infos, scales)
+        plain = plain.materialize() if isinstance(plain, LowRank) else plain
+        assert plain.mean(1 + out_dim).abs().max() > 0.1
+
+
+def test_centered_units_center_biases_within_their_bound_and_leave_norms_and_few_units_alone() -> None:
+    infos = [
+        ParamInfo("b", (16,), role="bias"),
+        ParamInfo("s", (16,), role="norm_shift"),
+        ParamInfo("b3", (3,), role="bias"),
+    ]
+    scales = [ParamScale(layer_fan_in=16), ParamScale(), ParamScale(layer_fan_in=16)]
+    raw = [torch.randn(16) + 3.0, torch.randn(16) + 3.0, torch.randn(3) + 3.0]  # every value near its upper bound
+    bias, shift = normalize_params(torch.stack(raw[:2]), infos[:2], scales[:2], center_units=True)
+    assert abs(float(bias.mean())) < 1e-6 and bias.abs().max() <= 0.25 and bias.std() > 0
+    assert shift.min() > 0.2  # norm shifts keep their shared part
+    (few,) = normalize_params(raw[2][None], infos[2:], scales[2:], center_units=True)
+    assert few.min() > 0.2  # 3 units: not centered (MIN_CENTERED_UNITS)
+
+
+def test_a_ghn_with_centered_units_predicts_no_shared_row_and_no_shared_bias() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    ghn = GHN(GHNConfig(encoder=EncoderConfig(hidden_dim=16, num_layers=1, num_heads=2), centered_units=True))
+    params = ghn([build_graph(model)])[0]
+    assert len(params) == 6
+    for name, value in params.items():
+        assert value.mean(0).abs().max() < 1e-5, name  # weights: the mean row; biases: the mean value
+
+
 def test_loose_parameters_are_predicted_by_their_roles() -> None:
     model = WithLooseParams()
     graph = build_graph(model, torch.zeros(2, 16))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ghn.nn import spectrum
 from ghn.nn.decoder import LowRank, orthogonalize
 from ghn.nn.spectrum import at_own_spectrum, at_own_spectrum_, gaussian_top_rms, own_top_rms, polar
 
@@ -102,6 +103,52 @@ def test_gaussian_top_rms_is_what_a_fresh_draw_gives() -> None:
     for m, n, rank in [(64, 576, 32), (256, 96, 32), (96, 96, 32), (10, 64, 32)]:
         drawn = float(own_top_rms(torch.randn(1, m, n) * 0.02, rank)[0])
         assert abs(gaussian_top_rms(m, n, rank, 0.02) / drawn - 1) < 0.05, (m, n)  # a draw of 640 entries: +-3%
+
+
+def _own_inits(m: int, n: int) -> dict[str, torch.Tensor]:
+    """Inits of one (m, n) matrix: three i.i.d. ones (as default inits are) and three that are not."""
+    generator = torch.Generator().manual_seed(0)
+    gaussian = torch.randn(m, n, generator=generator) * 0.02
+    return {
+        "gaussian": gaussian,
+        "uniform": (torch.rand(m, n, generator=generator) * 2 - 1) * 0.05,
+        "truncated normal": torch.nn.init.trunc_normal_(torch.empty(m, n), std=0.02, generator=generator),
+        "orthogonal": torch.nn.init.orthogonal_(torch.empty(m, n), generator=generator),
+        "rank-8 spike": gaussian
+        + 0.005 * torch.randn(m, 8, generator=generator) @ torch.randn(8, n, generator=generator),
+        "nonzero mean": gaussian + 0.01,
+    }
+
+
+@pytest.mark.parametrize("shape", [(300, 600), (600, 300), (40, 70)])
+def test_own_top_rms_matches_the_exact_svd_for_iid_and_structured_inits(shape) -> None:
+    """Above 256 rows and columns an i.i.d.-looking init takes the Marchenko-Pastur shortcut; whatever the init,
+    the value stays within 1% of the exact singular values (the structured ones fall back to an SVD)."""
+    for name, own in _own_inits(*shape).items():
+        exact = torch.linalg.svdvals(own)[:16].pow(2).mean().sqrt()
+        torch.testing.assert_close(own_top_rms(own[None], 16)[0], exact, atol=0, rtol=1e-2, msg=name)
+
+
+def test_the_iid_probe_tells_default_inits_from_structured_ones() -> None:
+    own = _own_inits(300, 600)
+    stacked = torch.stack(list(own.values()))
+    rms = torch.linalg.vector_norm(stacked, dim=(1, 2)) / (300 * 600) ** 0.5
+    looks_iid = spectrum._looks_iid(stacked, 16, rms * spectrum._unit_gaussian_top_rms(300, 600, 16))
+    assert dict(zip(own, looks_iid.tolist(), strict=True)) == {
+        "gaussian": True, "uniform": True, "truncated normal": True,
+        "orthogonal": False, "rank-8 spike": False, "nonzero mean": False,
+    }  # fmt: skip
+
+
+def test_own_top_rms_is_deterministic_and_leaves_the_global_random_state_alone() -> None:
+    own = torch.stack(list(_own_inits(300, 1100).values()))  # the shortcut and the exact SVD
+    wide = torch.stack([torch.randn(1100, 1200) * 0.02, torch.nn.init.orthogonal_(torch.empty(1100, 1200))])
+    state = torch.random.get_rng_state()
+    first, first_wide = own_top_rms(own, 16), own_top_rms(wide, 16)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.equal(first, own_top_rms(own, 16)) and torch.equal(first_wide, own_top_rms(wide, 16))
+    exact_wide = torch.linalg.svdvals(wide)[:, :16].pow(2).mean(1).sqrt()  # above 1024: shortcut, randomized SVD
+    torch.testing.assert_close(first_wide, exact_wide, atol=0, rtol=2e-2)
 
 
 def test_a_free_spectrum_keeps_the_predictions_relative_strengths_at_the_same_energy() -> None:

@@ -101,6 +101,9 @@ def test_bad_names_and_sizes_fail_before_training():
     assert GHNModule().ghn.config.own_spectrum and not GHNModule(own_spectrum=False).ghn.config.own_spectrum
     with pytest.raises(ConfigError, match="--model.own_spectrum"):
         GHNModule(ghn_overrides={"own_spectrum": False})
+    assert GHNModule().ghn.config.centered_units and not GHNModule(centered_units=False).ghn.config.centered_units
+    with pytest.raises(ConfigError, match="--model.centered_units"):
+        GHNModule(ghn_overrides={"centered_units": False})
     with pytest.raises(ConfigError, match="init_blend must be in"):
         GHNModule(init_blend=1.5)
     with pytest.raises(ConfigError, match="lookahead_steps"):

@@ -44,7 +44,7 @@ def _num_params(model: nn.Module) -> int:
 
 
 def test_all_families_are_registered():
-    assert FAMILY_NAMES == ["cnn", "gpt2", "resnet", "vit"]
+    assert FAMILY_NAMES == ["cnn", "gpt2", "plain", "resnet", "vit"]
 
 
 def _default_config_param(name: str) -> object:
