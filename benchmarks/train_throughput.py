@@ -25,6 +25,7 @@ from ghn.train import GHNDataModule, GHNModule
 
 CASES = {
     "digits/mixed-tiny": {"task": "digits", "space": "mixed-tiny"},
+    "digits/mixed-plain-tiny": {"task": "digits", "space": "mixed-plain-tiny"},  # the embedded default run's space
     "digits32/mixed": {"task": "digits", "space": "mixed", "task_options": {"image_size": 32, "in_channels": 3}},
     "pydoc/gpts-tiny": {"task": "pydoc", "space": "gpts-tiny", "task_options": {"context": 64}, "batch_size": 16},
     "pydoc/gpts": {"task": "pydoc", "space": "gpts", "task_options": {"context": 64}, "batch_size": 16},

@@ -154,7 +154,7 @@ _register("vits-wide", FamilyChoice("vit", variant="wide"))
 _register("gpts", FamilyChoice("gpt2"))
 _register("plain", FamilyChoice("plain"))
 _register("mixed", FamilyChoice("cnn", 0.4), FamilyChoice("resnet", 0.3), FamilyChoice("vit", 0.3))
-# CPU-sized versions, for training on 2 cores in minutes (the embedded default run uses mixed-tiny).
+# CPU-sized versions, for training on 2 cores in minutes (the embedded default run uses mixed-plain-tiny, below).
 _register("cnns-tiny", FamilyChoice("cnn", variant="tiny"))
 _register("resnets-tiny", FamilyChoice("resnet", variant="tiny"))
 _register("vits-tiny", FamilyChoice("vit", variant="tiny"))
