@@ -44,7 +44,7 @@ def _positive_ints(config: object, name: str, *, allow_empty: bool) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class PlainConfig:
-    """Architecture of a plain classifier; the default is a LeNet-5 (padded convs, ReLU, max pooling) for 32px images."""
+    """Architecture of a plain classifier; the default is LeNet-5 (padded convs, ReLU, max pooling) for 32px images."""
 
     kind: Literal["mlp", "conv"] = "conv"
     """'mlp': flatten the image, then `widths` hidden Linear layers; 'conv': `widths` conv stages, then the head."""
