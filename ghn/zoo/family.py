@@ -31,6 +31,7 @@ __all__ = [
     "family_of",
     "lookup_config",
     "preset_names",
+    "random_images",
     "replace_config",
     "sample_configs",
 ]
@@ -155,6 +156,13 @@ def lookup_config(name: str) -> tuple[FamilySpec, Any]:
     hint = close_matches(name, known)
     suggestion = f"Did you mean {', '.join(map(repr, hint))}?" if hint else f"Known: {', '.join(known)}."
     raise UnknownNameError(f"Unknown zoo preset or family {name!r}. {suggestion}")
+
+
+def random_images(config: Any, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Example inputs of an image family's model: random images (batch_size, config.in_channels,
+    config.image_size, config.image_size) on `device`."""
+    size = config.image_size
+    return (torch.randn(batch_size, config.in_channels, size, size, device=device),)
 
 
 def replace_config(config: Any, overrides: Mapping[str, Any]) -> Any:

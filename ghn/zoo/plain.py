@@ -18,7 +18,7 @@ from torch import nn
 
 from ghn._checks import check_bool, check_choice, check_int, fail, freeze
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec
+from ghn.zoo.family import FAMILIES, FamilySpec, random_images
 
 __all__ = ["ACTIVATIONS", "PlainConfig", "PlainNetwork", "build_plain", "sample_plain_config"]
 
@@ -185,9 +185,7 @@ class PlainNetwork(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Random images (batch_size, in_channels, image_size, image_size) on the device of the parameters."""
-        config = self.config
-        shape = (batch_size, config.in_channels, config.image_size, config.image_size)
-        return (torch.randn(shape, device=self.classifier.weight.device),)
+        return random_images(self.config, batch_size, self.classifier.weight.device)
 
     def extra_repr(self) -> str:
         config = self.config

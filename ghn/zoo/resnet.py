@@ -15,7 +15,7 @@ from torch import nn
 
 from ghn._checks import check_choice, check_float, check_int, fail, freeze
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec
+from ghn.zoo.family import FAMILIES, FamilySpec, random_images
 
 __all__ = ["ResNetConfig", "ResNet", "BasicBlock", "Bottleneck", "build_resnet", "sample_resnet_config"]
 
@@ -201,8 +201,7 @@ class ResNet(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Random images (batch_size, in_channels, image_size, image_size) on the device of the parameters."""
-        size = self.config.image_size
-        return (torch.randn(batch_size, self.config.in_channels, size, size, device=self.fc.weight.device),)
+        return random_images(self.config, batch_size, self.fc.weight.device)
 
     def extra_repr(self) -> str:
         config = self.config
