@@ -35,7 +35,8 @@ class GHNModule(L.LightningModule):
 
     Args:
         ghn: a preset name ('logah-tiny', ...) or a full `GHNConfig`.
-        ghn_overrides: top-level `GHNConfig` fields to replace in the preset (e.g. {'normalize': false}).
+        ghn_overrides: `GHNConfig` fields to replace in the preset (e.g. {'normalize': false}); nested configs merge
+            field by field (e.g. {'decoder': {'rank': 64}} keeps the preset's other decoder fields).
         optim: optimizer and schedule.
         deviation_penalty: weight of the mean `ghn.nn.normalize.deviation` of the predicted biases and norm parameters
             (0 at their init, without limit at their bounds), added to the task loss: it keeps them near the init,
@@ -90,7 +91,7 @@ class GHNModule(L.LightningModule):
         for key in ("init_blend", "own_spectrum", "centered_units"):
             if key in (ghn_overrides or {}):
                 raise ConfigError(f"Set GHNConfig.{key} through GHNModule's `{key}` (--model.{key}).")
-        config = replace(config, **(ghn_overrides or {}))
+        config = GHNConfig.from_dict(_merged(config.to_dict(), ghn_overrides or {}))
         if not (isinstance(noise, (int, float)) and 0.0 <= noise < 1.0):
             raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
         config = replace(
@@ -313,3 +314,11 @@ class GHNModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied, nested mappings merged key by key (a config's dict form)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

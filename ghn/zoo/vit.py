@@ -243,14 +243,15 @@ def sample_vit_config(generator: torch.Generator) -> ViTConfig:
 
 
 def sample_tiny_vit_config(generator: torch.Generator) -> ViTConfig:
-    """A CPU-sized ViT for small images: depth 2-4, 2-4 heads of width 8-16, patch 2 or 4."""
+    """A CPU-sized ViT for small images: depth 2-4, 2-4 heads of width 8-32 (16-128 wide, the widths of small ViTs
+    as users write them), patch 2 or 4."""
     num_heads = _random.randint(generator, 2, 4)
     return ViTConfig(
         image_size=32,
         patch_size=_random.choice(generator, (2, 4)),
         num_classes=10,
         depth=_random.randint(generator, 2, 4),
-        embed_dim=num_heads * 4 * _random.randint(generator, 2, 4),
+        embed_dim=num_heads * _random.choice(generator, (8, 12, 16, 24, 32)),
         num_heads=num_heads,
         mlp_ratio=_random.choice(generator, (2.0, 4.0)),
     )

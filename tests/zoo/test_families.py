@@ -372,6 +372,19 @@ def test_vit_sampler_follows_vits_1k():
         assert config.embed_dim <= (256 if config.depth > 5 else 512)
 
 
+
+def test_tiny_vit_sampler_reaches_the_widths_users_write():
+    """The `tiny` ViTs a digits GHN trains on span 16-128 wide (2-4 heads of 8-32), the widths of the small ViTs
+    users write (the outside set's are 64 wide), every width drawn."""
+    sample = FAMILIES.get("vit").variants["tiny"]
+    generator = torch.Generator().manual_seed(0)
+    configs = [sample(generator) for _ in range(300)]
+    widths = {c.embed_dim for c in configs}
+    assert min(widths) == 16 and max(widths) == 128 and {64, 96} <= widths
+    for config in configs:
+        assert 2 <= config.num_heads <= 4 and config.embed_dim // config.num_heads in (8, 12, 16, 24, 32)
+        assert 2 <= config.depth <= 4 and config.patch_size in (2, 4)
+
 # --- gpt2 ------------------------------------------------------------------------------------------------------
 
 SMALL_GPT2 = GPT2Config(vocab_size=300, n_positions=32, n_embd=48, n_layer=3, n_head=4)
