@@ -96,7 +96,7 @@ def test_bad_names_and_sizes_fail_before_training():
         GHNModule(ghn_overrides={"init_blend": 0.2})
     with pytest.raises(ConfigError, match="noise must be a fraction"):
         GHNModule(noise=1.0)
-    wider = GHNModule("logah-small", ghn_overrides={"decoder": {"rank": 16}}).ghn.config  # nested: merged field by field
+    wider = GHNModule("logah-small", ghn_overrides={"decoder": {"rank": 16}}).ghn.config  # merged field by field
     assert wider.decoder.rank == 16 and wider.encoder.hidden_dim == 128
     with pytest.raises(ConfigError, match="did you mean 'rank'"):
         GHNModule(ghn_overrides={"decoder": {"rnak": 16}})

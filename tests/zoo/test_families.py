@@ -372,7 +372,6 @@ def test_vit_sampler_follows_vits_1k():
         assert config.embed_dim <= (256 if config.depth > 5 else 512)
 
 
-
 def test_tiny_vit_sampler_reaches_the_widths_users_write():
     """The `tiny` ViTs a digits GHN trains on span 16-128 wide (2-4 heads of 8-32), the widths of the small ViTs
     users write (the outside set's are 64 wide), every width drawn."""
@@ -384,6 +383,7 @@ def test_tiny_vit_sampler_reaches_the_widths_users_write():
     for config in configs:
         assert 2 <= config.num_heads <= 4 and config.embed_dim // config.num_heads in (8, 12, 16, 24, 32)
         assert 2 <= config.depth <= 4 and config.patch_size in (2, 4)
+
 
 # --- gpt2 ------------------------------------------------------------------------------------------------------
 
