@@ -17,6 +17,7 @@ same task, space and seed they see the same architectures, and their random rows
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 import sys
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from ghn.evaluate import evaluate_ghn
+    from ghn.evaluate import RECIPES, evaluate_ghn
     from ghn.hub import PRETRAINED, from_pretrained
 
     if args.threads > 0:
@@ -50,9 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, rows, seconds = [], [], []
     for path, label in zip(paths, labels):
         start = time.perf_counter()
+        hypernet = from_pretrained(path)
+        recipe = None
+        if args.lr is not None:
+            recipe = dataclasses.replace(RECIPES.get(hypernet.metadata.get("task_kind", "image")), lr=args.lr)
         result = evaluate_ghn(
-            from_pretrained(path) if isinstance(path, str) else path, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
-            inits=args.inits.split(","), device=args.device, progress=True,
+            hypernet, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
+            inits=args.inits.split(","), device=args.device, progress=True, recipe=recipe,
             workers=args.workers if args.device == "cpu" else 1,
         )  # fmt: skip
         seconds.append(time.perf_counter() - start)
@@ -79,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", default="0,100,200", help="fine-tuning step counts (default 0,100,200)")
     parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
     parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
+    parser.add_argument("--lr", type=float, help="fine-tuning learning rate for every init (default: the recipe's)")
     parser.add_argument("--device", default="cpu", help="where the networks train (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, fastest for tiny nets)")
     parser.add_argument("--workers", type=int, default=2, help="processes side by side on CPU (default 2; 1 on GPU)")

@@ -293,6 +293,11 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="inits to compare (default ghn,random,orthogonal)",
     )  # fmt: skip
     parser.add_argument("--eval-every", type=int, metavar="N", help="score every N steps (default: the task's recipe)")
+    parser.add_argument(
+        "--lr", type=float, metavar="LR",
+        help="fine-tuning learning rate for every init (default: the task's recipe, 1e-3), to see whether an init "
+        "wants another one",
+    )  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="write results.md, results.json and PNG plots into DIR")
     parser.add_argument("--device", default="cpu", help="where the GHN runs and the networks train (default cpu)")
     parser.add_argument(
@@ -333,9 +338,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     hypernet = None if args.ghn is None else from_pretrained(args.ghn, map_location=args.device,
                                                              progress=sys.stderr.isatty())  # fmt: skip
     recipe = None
-    if args.eval_every is not None:
+    if args.eval_every is not None or args.lr is not None:
         kind = hypernet.metadata.get("task_kind") if args.task is None else _task_kind(args.task)
-        recipe = replace(RECIPES.get(kind or "image"), eval_every=args.eval_every)
+        recipe = RECIPES.get(kind or "image")
+        recipe = replace(recipe, eval_every=recipe.eval_every if args.eval_every is None else args.eval_every,
+                         lr=recipe.lr if args.lr is None else args.lr)  # fmt: skip
     result = evaluate_ghn(
         hypernet, task=args.task, archs=args.archs, steps=steps, seeds=args.seeds, inits=inits, device=args.device,
         progress=sys.stderr.isatty(), recipe=recipe, task_options=options, space=args.space,

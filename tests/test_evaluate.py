@@ -257,6 +257,18 @@ def test_ghn_eval_writes_the_table_json_and_plots(ghn_dir, tmp_path, capsys):
     assert [a["name"] for a in data["archs"]] == ["heldout:0", "heldout:1"]
 
 
+def test_ghn_eval_fine_tunes_at_the_learning_rate_asked_for(ghn_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["eval", "--ghn", str(ghn_dir), "--archs", "heldout:1", "--steps", "0,2", "--seeds", "1", "--inits", "ghn",
+            "--lr", "0.0005", "--eval-every", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "adamw lr 0.0005" in capsys.readouterr().out
+    recipe = json.loads((out / "results.json").read_text())["recipe"]
+    assert recipe["lr"] == 0.0005 and recipe["eval_every"] == 1
+    assert main(["eval", "--ghn", str(ghn_dir), "--lr", "0"]) == 2
+    assert "'lr' must be positive" in capsys.readouterr().err
+
+
 def test_ghn_eval_reports_bad_steps_with_exit_code_2(ghn_dir, capsys):
     assert main(["eval", "--ghn", str(ghn_dir), "--steps", "0,100,50"]) == 2
     assert "strictly increasing" in capsys.readouterr().err
