@@ -27,7 +27,7 @@ Fan-in follows the layout the op reads the tensor in (HF Conv1D stores (in, out)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -227,8 +227,8 @@ def _center_units_low_rank(raw: LowRank, info: ParamInfo) -> LowRank:
         return raw
     # the decoder's rows follow stored dim 0, so the output units are the rows, or the cols of an (in, out) tensor
     if _out_dim(info) == 0:
-        return LowRank(raw.rows - raw.rows.mean(1, keepdim=True), raw.cols, raw.shape, scale=raw.scale, shift=raw.shift)
-    return LowRank(raw.rows, raw.cols - raw.cols.mean(1, keepdim=True), raw.shape, scale=raw.scale, shift=raw.shift)
+        return replace(raw, rows=raw.rows - raw.rows.mean(1, keepdim=True))
+    return replace(raw, cols=raw.cols - raw.cols.mean(1, keepdim=True))
 
 
 def _center_units_dense(raw: Tensor, infos: list[ParamInfo], stds: list[float | None]) -> Tensor:
