@@ -517,7 +517,7 @@ class OwnInitMix:
     spectrum: bool = False
     fraction: float = 0.0
     std: float = 1.0
-    flat: bool = True  # every direction at one value (False: the GHN's relative spectrum, `free_spectrum_roles`)
+    free: float = 0.0  # share of the GHN's relative spectrum (`free_spectrum_roles`); 0: every direction at one value
 
     @staticmethod
     def wanted(ghn: GHN) -> bool:
@@ -530,15 +530,15 @@ class OwnInitMix:
         if not cls.wanted(ghn) or not is_blended(info, scale):
             return None
         config = ghn.config
-        flat = info.role not in config.free_spectrum_roles
-        return cls(config.own_spectrum, config.init_blend, float(reference_std(info, scale)), flat)
+        std = float(reference_std(info, scale))
+        return cls(config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role))
 
     def write(self, target: Tensor, value: Tensor | LowRank, *, has_own: bool, info: ParamInfo) -> Tensor:
         """Write `value` mixed with the own init into `target`, which holds the own init when `has_own` (else what
         it holds is ignored and fresh draws of `std` stand in)."""
         own = target.detach().clone() if self.fraction and has_own else None
         if self.spectrum and isinstance(value, LowRank):
-            at_own_spectrum_(target, value, own_std=None if has_own else self.std, flat=self.flat)
+            at_own_spectrum_(target, value, own_std=None if has_own else self.std, free=self.free)
         else:
             _place(target, value)
         if self.fraction:

@@ -680,6 +680,27 @@ def test_free_spectrum_roles_keep_the_ghns_relative_spectrum_in_predict_and_pred
         torch.testing.assert_close(value.detach(), params["free"][name].detach(), msg=name, atol=1e-6, rtol=1e-5)
 
 
+def test_free_spectrum_share_mixes_the_flat_and_the_ghns_spectrum_and_is_checked() -> None:
+    """GHNConfig.free_spectrum_share: between the flat and the free spectrum (its spread of singular values in
+    between), in `predict_params` and `predict` alike; a share outside (0, 1] is a ConfigError that says so."""
+    torch.manual_seed(0)
+    flat = GHN.from_preset("logah-tiny", own_spectrum=True)
+    model, tokens = TinyLM(), torch.zeros(1, 5, dtype=torch.long)
+    spread = {}
+    for share in (0.5, 1.0):
+        ghn = GHN(dataclasses.replace(flat.config, free_spectrum_roles=("embedding",), free_spectrum_share=share))
+        ghn.load_state_dict(flat.state_dict())
+        params = predict_params(model, ghn, example_inputs=tokens)
+        values = torch.linalg.svdvals(params["embed.weight"].detach())
+        spread[share] = float(values.max() / values.min())
+        predict(model, ghn, example_inputs=tokens)
+        torch.testing.assert_close(model.embed.weight.detach(), params["embed.weight"].detach(), atol=1e-6, rtol=1e-5)
+    assert 1.01 < spread[0.5] < spread[1.0]
+    for bad in (0.0, 1.5, True):
+        with pytest.raises(ConfigError, match="free_spectrum_share must be in"):
+            GHN.from_preset("logah-tiny", own_spectrum=True, free_spectrum_share=bad)
+
+
 def test_init_blend_must_be_a_fraction() -> None:
     with pytest.raises(ConfigError, match="init_blend must be in"):
         GHN.from_preset("logah-tiny", init_blend=1.0)

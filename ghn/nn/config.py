@@ -96,6 +96,10 @@ class GHNConfig:
     (at the own init's top-r energy, with the own init's complement) instead of all at one value, e.g.
     ('embedding', 'classifier') for a language model's output embedding, whose token prior needs a peaked
     spectrum."""
+    free_spectrum_share: float = 1.0
+    """How far the `free_spectrum_roles` go from one value per direction towards the GHN's relative strengths: each
+    direction at (1 - share) + share * its relative strength (in units of the flat value), so every direction keeps
+    at least 1 - share of it. 1: the GHN's spectrum alone."""
     centered_units: bool = False
     """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
     out of every bias its mean deviation from the own init, as a random init has none in expectation: no
@@ -113,11 +117,18 @@ class GHNConfig:
         if not isinstance(roles, (tuple, list)) or any(r not in ROLES for r in roles):
             raise ConfigError(f"GHNConfig.free_spectrum_roles must be a list of roles from {list(ROLES)}, got {roles!r}.")
         object.__setattr__(self, "free_spectrum_roles", tuple(self.free_spectrum_roles))
+        share = self.free_spectrum_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share <= 1.0:
+            raise ConfigError(f"GHNConfig.free_spectrum_share must be in (0, 1], got {share!r}.")
         if self.own_spectrum and self.decoder.kind != "low_rank":
             raise ConfigError(
                 f"GHNConfig.own_spectrum needs the low-rank decoder (its factors give the directions), but "
                 f"decoder.kind is {self.decoder.kind!r}. Set own_spectrum=False or decoder.kind='low_rank'."
             )
+
+    def spectrum_share(self, role: str) -> float:
+        """How much of the GHN's relative spectrum weights of `role` keep at the own spectrum (0: flat)."""
+        return float(self.free_spectrum_share) if role in self.free_spectrum_roles else 0.0
 
     @property
     def hidden_dim(self) -> int:

@@ -204,8 +204,7 @@ class GHN(nn.Module):
             elif self.config.own_spectrum:
                 role = graphs[members[0][0]].params[members[0][1]].role
                 own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
-                flat = role not in self.config.free_spectrum_roles
-                tensors = at_own_spectrum(group, own_init, top_rms, flat=flat)
+                tensors = at_own_spectrum(group, own_init, top_rms, free=self.config.spectrum_share(role))
             else:
                 tensors = group.materialize()
             for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):

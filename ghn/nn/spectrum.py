@@ -7,8 +7,8 @@ A low-rank prediction W (rank r, from the decoder's factors) becomes
 with A the model's own init of the tensor, polar(W) = U V^T its nearest partial isometry (every one of its r
 directions at singular value 1), s the RMS of A's top r singular values and P_U, P_V the projections onto W's
 column and row spaces. So W' has (about) A's spectrum and Frobenius norm: its r strongest directions are the GHN's,
-all equally strong (or, for the roles a GHN lists in `free_spectrum_roles`, as strong relative to each other as
-the GHN made them), and A fills the directions the prediction leaves out. Fine-tuning from it goes like fine-tuning
+all equally strong (or, for the roles a GHN lists in `free_spectrum_roles`, mixed with the strengths the GHN gave
+them, `free_spectrum_share` of the way), and A fills the directions the prediction leaves out. Fine-tuning from it goes like fine-tuning
 from the own init (scale, rank and diversity are the init's), from a start the GHN chose (issue 11 in
 benchmarks/RESULTS.md: predictions with a GHN-made spectrum trained slower than the default init).
 
@@ -129,30 +129,33 @@ def _basis(factor: Tensor) -> tuple[Tensor | None, Tensor]:
     return torch.linalg.qr(factor)  # (T, d, k), (T, k, k)
 
 
-def _directions(prediction: LowRank, flat: bool = True) -> tuple[Tensor | None, Tensor, Tensor | None]:
+def _directions(prediction: LowRank, free: float = 0.0) -> tuple[Tensor | None, Tensor, Tensor | None]:
     """(Q_rows, core, Q_cols) with Q_rows @ core @ Q_cols^T = polar(W) for W = rows @ cols^T of each tensor (a None
-    basis is the identity), or with `flat` False W itself scaled to the same Frobenius norm (its own relative
-    spectrum). The prediction's scale and shift (`ghn.nn.normalize`) do not matter. A one-row W (a position
-    embedding, a class token) is centered first, as normalization centers it: its one direction is all of it."""
+    basis is the identity); with `free` f > 0, the core is (1 - f) polar(W) + f W', W' being W scaled to the
+    Frobenius norm of polar(W) (its own relative spectrum): at f = 1 the GHN's relative strengths, below it every
+    direction keeps at least (1 - f) of the flat value. The prediction's scale and shift (`ghn.nn.normalize`) do
+    not matter. A one-row W (a position embedding, a class token) is centered first, as normalization centers it:
+    its one direction is all of it."""
     cols = prediction.cols
     if prediction.rows.shape[1] == 1 and cols.shape[1] > 1:
         cols = cols - cols.mean(1, keepdim=True)
     q_rows, c_rows = _basis(prediction.rows)  # W = Q_rows (C_rows C_cols^T) Q_cols^T
     q_cols, c_cols = _basis(cols)
     core = c_rows @ c_cols.transpose(1, 2)  # (T, k_rows, k_cols)
-    if flat:
+    if free == 0:
         return q_rows, polar(core), q_cols
     norm = core.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
-    return q_rows, core * (math.sqrt(min(core.shape[1:])) / norm), q_cols
+    relative = core * (math.sqrt(min(core.shape[1:])) / norm)
+    return q_rows, relative if free == 1 else (1 - free) * polar(core) + free * relative, q_cols
 
 
-def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = None, *, flat: bool = True) -> Tensor:
+def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = None, *, free: float = 0.0) -> Tensor:
     """(T, *shape): each tensor of `prediction` as `s * polar(W) + (I - P_U) A (I - P_V)` (see the module doc),
     with A the matching tensor of `own` (T, *shape), the model's own init, and s `top_rms` (T,) (default
-    `own_top_rms` of A). With `flat` False, W's r directions keep their relative weights (W scaled to the norm of
-    s * polar(W)) instead of all being s. Differentiable in the prediction; no gradient flows into A.
+    `own_top_rms` of A). With `free` f > 0, W's r directions keep f of their relative weights (`_directions`: at
+    f = 1, W scaled to the norm of s * polar(W)) instead of all being s. Differentiable in the prediction; no gradient flows into A.
     """
-    q_rows, core, q_cols = _directions(prediction, flat)
+    q_rows, core, q_cols = _directions(prediction, free)
     T, m, n = len(prediction), prediction.rows.shape[1], prediction.cols.shape[1]
     a = own.detach().to(dtype=core.dtype, device=core.device).reshape(T, m, n)
     if top_rms is None:
@@ -168,7 +171,7 @@ def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = N
 
 @torch.no_grad()
 def at_own_spectrum_(
-    target: Tensor, prediction: LowRank, *, own_std: float | None = None, flat: bool = True
+    target: Tensor, prediction: LowRank, *, own_std: float | None = None, free: float = 0.0
 ) -> Tensor:
     """`at_own_spectrum` of a one-tensor `prediction`, written in place into `target`, which holds the own init A on
     entry; with `own_std`, A is first drawn there as i.i.d. Gaussian of that std (a model on meta) and s comes from
@@ -176,13 +179,13 @@ def at_own_spectrum_(
     memory), except a float32 copy for a target of another dtype or layout."""
     if target.dtype not in (torch.float32, torch.float64) or not target.is_contiguous():
         work = target.detach().float().contiguous()
-        target.copy_(at_own_spectrum_(work, prediction, own_std=own_std, flat=flat))
+        target.copy_(at_own_spectrum_(work, prediction, own_std=own_std, free=free))
         return target
     m = prediction.rows.shape[1]
     a = target.view(m, -1)
     if own_std is not None:
         a.normal_(0.0, own_std)
-    q_rows, core, q_cols = _directions(prediction, flat)
+    q_rows, core, q_cols = _directions(prediction, free)
     rank = min(core.shape[1:])
     if own_std is not None:
         top_rms = gaussian_top_rms(m, a.shape[1], rank, own_std)

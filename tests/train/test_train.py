@@ -101,7 +101,8 @@ def test_bad_names_and_sizes_fail_before_training():
     with pytest.raises(ConfigError, match="did you mean 'rank'"):
         GHNModule(ghn_overrides={"decoder": {"rnak": 16}})
     assert GHNModule(noise=0.25, init_blend=None).ghn.config.init_blend == 0.25
-    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.0 == GHNModule().ghn.config.init_blend
+    assert GHNModule(noise=0.25).ghn.config.init_blend == 0.08 == GHNModule().ghn.config.init_blend  # digits recipe
+    assert GHNModule(init_blend=0.0).ghn.config.init_blend == 0.0
     assert GHNModule().ghn.config.own_spectrum and not GHNModule(own_spectrum=False).ghn.config.own_spectrum
     with pytest.raises(ConfigError, match="--model.own_spectrum"):
         GHNModule(ghn_overrides={"own_spectrum": False})
