@@ -8,9 +8,9 @@ with A the model's own init of the tensor, polar(W) = U V^T its nearest partial 
 directions at singular value 1), s the RMS of A's top r singular values and P_U, P_V the projections onto W's
 column and row spaces. So W' has (about) A's spectrum and Frobenius norm: its r strongest directions are the GHN's,
 all equally strong (or, for the roles a GHN lists in `free_spectrum_roles`, mixed with the strengths the GHN gave
-them, `free_spectrum_share` of the way), and A fills the directions the prediction leaves out. Fine-tuning from it goes like fine-tuning
-from the own init (scale, rank and diversity are the init's), from a start the GHN chose (issue 11 in
-benchmarks/RESULTS.md: predictions with a GHN-made spectrum trained slower than the default init).
+them, `free_spectrum_share` of the way), and A fills the directions the prediction leaves out. Fine-tuning from it
+goes like fine-tuning from the own init (scale, rank and diversity are the init's), from a start the GHN chose
+(issue 11 in benchmarks/RESULTS.md: predictions with a GHN-made spectrum trained slower than the default init).
 
 Everything is differentiable in the factors (a thin QR of each factor and a Newton-Schulz polar of the small
 core), so a GHN is trained with the same map `ghn.predict` applies; the own init takes no gradient.
@@ -153,7 +153,8 @@ def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = N
     """(T, *shape): each tensor of `prediction` as `s * polar(W) + (I - P_U) A (I - P_V)` (see the module doc),
     with A the matching tensor of `own` (T, *shape), the model's own init, and s `top_rms` (T,) (default
     `own_top_rms` of A). With `free` f > 0, W's r directions keep f of their relative weights (`_directions`: at
-    f = 1, W scaled to the norm of s * polar(W)) instead of all being s. Differentiable in the prediction; no gradient flows into A.
+    f = 1, W scaled to the norm of s * polar(W)) instead of all being s. Differentiable in the prediction; no
+    gradient flows into A.
     """
     q_rows, core, q_cols = _directions(prediction, free)
     T, m, n = len(prediction), prediction.rows.shape[1], prediction.cols.shape[1]
