@@ -151,38 +151,22 @@ def test_own_top_rms_is_deterministic_and_leaves_the_global_random_state_alone()
     torch.testing.assert_close(first_wide, exact_wide, atol=0, rtol=2e-2)
 
 
-def test_a_free_spectrum_keeps_the_predictions_relative_strengths_at_the_same_energy() -> None:
-    """free=1 (`GHNConfig.free_spectrum_roles`): W's directions keep their relative singular values, scaled so
-    their energy is the flat top's (r * s^2); the own init fills the rest as before."""
+@pytest.mark.parametrize(("free", "in_place"), [(1.0, 1), (0.5, 0)])
+def test_a_free_spectrum_mixes_the_flat_value_with_the_relative_strengths(free: float, in_place: int) -> None:
+    """`free` f (`GHNConfig.free_spectrum_roles`, `free_spectrum_share`): each of W's directions at (1 - f) s + f
+    times its relative singular value scaled so their energy is the flat top's (r * s^2), so none falls below
+    (1 - f) s (at f = 1 the relative strengths alone); the own init fills the rest as before, in place alike."""
     prediction = _prediction(40, 48, rank=6)
     own = torch.randn(2, 40, 48) * 0.05
-    free, flat = at_own_spectrum(prediction, own, free=1.0), at_own_spectrum(prediction, own)
+    mixed, flat = at_own_spectrum(prediction, own, free=free), at_own_spectrum(prediction, own)
     w = prediction.rows @ prediction.cols.transpose(1, 2)
     for t in range(2):
         u, values, vh = torch.linalg.svd(w[t], full_matrices=False)
         s = torch.linalg.svdvals(own[t])[:6].pow(2).mean().sqrt()
-        expected = values[:6] * (s * 6**0.5 / values[:6].norm())
-        free_values = torch.linalg.svdvals(free[t] - flat[t] + s * u[:, :6] @ vh[:6])[:6]
-        torch.testing.assert_close(free_values, expected, atol=2e-4, rtol=1e-3)
-    target = own[1].clone()
-    at_own_spectrum_(target, prediction[1], free=1.0)
-    torch.testing.assert_close(target, free[1], atol=1e-6, rtol=1e-5)
-
-
-def test_a_partly_free_spectrum_gives_every_direction_at_least_its_flat_share() -> None:
-    """0 < free < 1 (`GHNConfig.free_spectrum_share`): each of W's directions at (1 - f) s + f times its relative
-    strength, so none falls below (1 - f) s; same energy rule, same directions, same in-place result."""
-    prediction = _prediction(40, 48, rank=6)
-    own = torch.randn(2, 40, 48) * 0.05
-    half, flat = at_own_spectrum(prediction, own, free=0.5), at_own_spectrum(prediction, own)
-    w = prediction.rows @ prediction.cols.transpose(1, 2)
-    for t in range(2):
-        u, values, vh = torch.linalg.svd(w[t], full_matrices=False)
-        s = torch.linalg.svdvals(own[t])[:6].pow(2).mean().sqrt()
-        expected = 0.5 * s + 0.5 * values[:6] * (s * 6**0.5 / values[:6].norm())
-        half_values = torch.linalg.svdvals(half[t] - flat[t] + s * u[:, :6] @ vh[:6])[:6]
-        torch.testing.assert_close(half_values, expected, atol=2e-4, rtol=1e-3)
-        assert float(half_values.min()) >= 0.5 * float(s) - 1e-4
-    target = own[0].clone()
-    at_own_spectrum_(target, prediction[0], free=0.5)
-    torch.testing.assert_close(target, half[0], atol=1e-6, rtol=1e-5)
+        expected = (1 - free) * s + free * values[:6] * (s * 6**0.5 / values[:6].norm())
+        mixed_values = torch.linalg.svdvals(mixed[t] - flat[t] + s * u[:, :6] @ vh[:6])[:6]
+        torch.testing.assert_close(mixed_values, expected, atol=2e-4, rtol=1e-3)
+        assert float(mixed_values.min()) >= (1 - free) * float(s) - 1e-4
+    target = own[in_place].clone()
+    at_own_spectrum_(target, prediction[in_place], free=free)
+    torch.testing.assert_close(target, mixed[in_place], atol=1e-6, rtol=1e-5)
