@@ -24,6 +24,10 @@ from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig
 transformers = pytest.importorskip("transformers")
 
 GPT2_SMALL = dict(n_layer=2, n_embd=32, n_head=2, vocab_size=256, n_positions=32)
+LLAMA_SMALL = dict(
+    num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=256, n_positions=32,
+)  # fmt: skip
 VISION = {
     "zoo:resnet18-cifar": dict(layers=(1, 1), base_width=8, num_classes=7, image_size=16),
     "zoo:vit": dict(depth=2, embed_dim=32, num_heads=2, image_size=16, patch_size=4, num_classes=5),
@@ -101,6 +105,19 @@ def test_zoo_gpt2_loads_into_hf_gpt2(tmp_path: Path, small_ghn: GHN) -> None:
     out = export(model, tmp_path / "gpt2", spec="zoo:gpt2")
     loaded, info = transformers.GPT2LMHeadModel.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    tokens = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(tokens).logits, model(tokens))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_zoo_llama_loads_into_hf_llama(tmp_path: Path, small_ghn: GHN, tied: bool) -> None:
+    model = _predicted("zoo:tinyllama-1.1b", small_ghn, **LLAMA_SMALL, tie_word_embeddings=tied)
+    out = export(model, tmp_path / "llama", spec="zoo:tinyllama-1.1b")
+    loaded, info = transformers.LlamaForCausalLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert ("lm_head.weight" in load_file(out / "model.safetensors")) is not tied  # a tied head is stored once
+    assert (loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()) is tied
     tokens = _tokens()
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(tokens).logits, model(tokens))

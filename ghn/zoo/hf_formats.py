@@ -15,6 +15,7 @@ from torch import nn
 from ghn.registry import Registry
 from ghn.zoo._optional import require
 from ghn.zoo.gpt2 import GPT2
+from ghn.zoo.llama import Llama
 
 __all__ = ["HF_EQUIVALENTS", "HFEquivalentSpec", "HFForm", "hf_form"]
 
@@ -105,4 +106,28 @@ def _gpt2_config(model: nn.Module) -> dict[str, Any]:
 
 HF_EQUIVALENTS.register(
     "gpt2", HFEquivalentSpec("gpt2", GPT2, "GPT2LMHeadModel", "GPT2Config", _gpt2_config, ("lm_head.weight",))
+)
+
+
+def _llama_config(model: nn.Module) -> dict[str, Any]:
+    config = model.config
+    return {
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.n_positions,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "hidden_act": "silu",
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "initializer_range": config.initializer_range,
+        "tie_word_embeddings": config.tie_word_embeddings,
+    }
+
+
+# An untied head keeps its own key: only a key that holds the same tensor as another is dropped (`ghn.export`).
+HF_EQUIVALENTS.register(
+    "llama", HFEquivalentSpec("llama", Llama, "LlamaForCausalLM", "LlamaConfig", _llama_config, ("lm_head.weight",))
 )

@@ -152,6 +152,8 @@ _register("resnets", FamilyChoice("resnet"))
 _register("vits", FamilyChoice("vit"))
 _register("vits-wide", FamilyChoice("vit", variant="wide"))
 _register("gpts", FamilyChoice("gpt2"))
+_register("llamas", FamilyChoice("llama"))
+_register("lms", FamilyChoice("gpt2"), FamilyChoice("llama"))  # GPT-2 and Llama, half each
 _register("plain", FamilyChoice("plain"))
 _register("mixed", FamilyChoice("cnn", 0.4), FamilyChoice("resnet", 0.3), FamilyChoice("vit", 0.3))
 # CPU-sized versions, for training on 2 cores in minutes (the embedded default run uses mixed-plain-tiny, below).
@@ -159,6 +161,8 @@ _register("cnns-tiny", FamilyChoice("cnn", variant="tiny"))
 _register("resnets-tiny", FamilyChoice("resnet", variant="tiny"))
 _register("vits-tiny", FamilyChoice("vit", variant="tiny"))
 _register("gpts-tiny", FamilyChoice("gpt2", variant="tiny"))
+_register("llamas-tiny", FamilyChoice("llama", variant="tiny"))
+_register("lms-tiny", FamilyChoice("gpt2", variant="tiny"), FamilyChoice("llama", variant="tiny"))
 _register("plain-tiny", FamilyChoice("plain", variant="tiny"))
 _register(
     "mixed-tiny",

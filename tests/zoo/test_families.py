@@ -16,6 +16,7 @@ from ghn.zoo import (
     CellConfig,
     CNNConfig,
     GPT2Config,
+    LlamaConfig,
     ResNetConfig,
     ViTConfig,
     config_hash,
@@ -44,7 +45,7 @@ def _num_params(model: nn.Module) -> int:
 
 
 def test_all_families_are_registered():
-    assert FAMILY_NAMES == ["cnn", "gpt2", "plain", "resnet", "vit"]
+    assert FAMILY_NAMES == ["cnn", "gpt2", "llama", "plain", "resnet", "vit"]
 
 
 def _default_config_param(name: str) -> object:
@@ -190,6 +191,9 @@ def test_family_spec_rejects_bad_task_and_preset_type():
         (lambda: ViTConfig(mlp_ratio=0), r"ViTConfig.mlp_ratio is 0; it must be a number in \(0.0, inf\]"),
         (lambda: GPT2Config(n_embd=10, n_head=3), r"GPT2Config.n_embd is 10; it must be a multiple of n_head=3"),
         (lambda: GPT2Config(dropout=1.5), r"GPT2Config.dropout is 1.5; it must be a number in \[0.0, 1.0\]"),
+        (lambda: LlamaConfig(hidden_size=96), r"hidden_size is 96; it must be a multiple of 2 \* num_attention_h"),
+        (lambda: LlamaConfig(num_key_value_heads=3), r"num_key_value_heads is 3; it must be a divisor of num_attent"),
+        (lambda: LlamaConfig(tie_word_embeddings=1), r"LlamaConfig.tie_word_embeddings is 1; it must be a bool"),
         (lambda: CNNConfig(num_cells=0), r"CNNConfig.num_cells is 0"),
         (lambda: CNNConfig(merge="mean"), r"CNNConfig.merge is 'mean'; it must be one of 'concat', 'sum'"),
         (lambda: CNNConfig(reduction_cells=(8,)), r"CNNConfig.reduction_cells is \(8,\); it must be None or distinct"),
@@ -215,6 +219,10 @@ def test_config_lists_become_tuples():
         (ResNetConfig(), "block='basic', layers=(2, 2, 2, 2), base_width=64, num_classes=1000"),
         (ViTConfig(), "patch_size=16, depth=12, embed_dim=768, num_heads=12, num_classes=1000"),
         (GPT2Config(), "n_layer=12, n_embd=768, n_head=12, vocab_size=50257"),
+        (
+            LlamaConfig(),
+            "num_hidden_layers=22, hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, vocab_size=32000",
+        ),
         (CNNConfig(), "num_cells=8, init_channels=16, merge='concat', use_batchnorm=True, num_classes=10"),
     ],
 )
@@ -457,5 +465,74 @@ def test_gpt2_state_dict_loads_into_hf_with_equal_logits(attn_implementation):
     hf_model.load_state_dict(model.state_dict(), strict=True)
     assert set(hf_model.state_dict()) == set(model.state_dict())
     (tokens,) = model.example_inputs(batch_size=3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hf_model(input_ids=tokens).logits)
+
+
+# --- llama -----------------------------------------------------------------------------------------------------
+
+SMALL_LLAMA = LlamaConfig(
+    vocab_size=300, n_positions=32, hidden_size=48, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+    num_key_value_heads=2,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("preset", "num_params"), [("tinyllama-1.1b", 1_100_048_384), ("smollm-135m", 134_515_008), ("llama2-7b", 6_738_415_616)]
+)
+def test_llama_presets_match_hf_sizes(preset, num_params):
+    family, config = lookup_config(preset)
+    with torch.device("meta"):
+        model = family.build(config)
+    assert _num_params(model) == num_params
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == config.tie_word_embeddings
+
+
+def test_llama_init_is_normal_with_unit_norms():
+    model = FAMILIES.get("llama").build(dataclasses.replace(SMALL_LLAMA, hidden_size=256, intermediate_size=512))
+    block = model.model.layers[0]
+    for weight in (block.self_attn.q_proj.weight, block.mlp.down_proj.weight, model.model.embed_tokens.weight):
+        assert weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.equal(block.input_layernorm.weight, torch.ones(256))
+    assert all(not name.endswith("bias") for name, _ in model.named_parameters())
+
+
+def test_llama_rejects_inputs_longer_than_context():
+    model = FAMILIES.get("llama").build(SMALL_LLAMA)
+    with pytest.raises(ShapeError, match="Got 33 tokens but the context holds 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_tiny_llama_sampler_varies_heads_mlp_and_tying():
+    configs = [FAMILIES.get("llama").sampler("tiny")(torch.Generator().manual_seed(seed)) for seed in range(200)]
+    for config in configs:
+        assert 2 <= config.num_hidden_layers <= 6 and 2 <= config.num_attention_heads <= 4
+        assert config.head_dim in (8, 16, 24, 32) and config.intermediate_size % 8 == 0
+        assert 2 * config.hidden_size <= config.intermediate_size <= 4 * config.hidden_size
+    assert len({c.num_attention_heads // c.num_key_value_heads for c in configs}) >= 3  # MHA, GQA and MQA
+    assert 0.1 < sum(c.tie_word_embeddings for c in configs) / len(configs) < 0.4
+
+
+def test_lms_tiny_space_draws_both_text_families():
+    from ghn.zoo.space import ArchitectureSampler
+
+    configs = ArchitectureSampler("lms-tiny", seed=0, task_values={"vocab_size": 256, "n_positions": 64}).distinct(20)
+    assert {type(c).__name__ for c in configs} == {"GPT2Config", "LlamaConfig"}
+    assert all(c.n_positions == 64 for c in configs)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_llama_state_dict_loads_into_hf_with_equal_logits(tied):
+    transformers = pytest.importorskip("transformers")
+    config = dataclasses.replace(SMALL_LLAMA, tie_word_embeddings=tied)
+    model = FAMILIES.get("llama").build(config).eval()
+    hf_config = transformers.LlamaConfig(
+        vocab_size=300, max_position_embeddings=32, hidden_size=48, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied,
+    )  # fmt: skip
+    hf_model = transformers.LlamaForCausalLM(hf_config).eval()
+    hf_model.load_state_dict(model.state_dict(), strict=True)  # the rotary frequencies are not in either state dict
+    assert set(hf_model.state_dict()) == set(model.state_dict())
+    tokens = torch.randint(0, 300, (3, 32))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), hf_model(input_ids=tokens).logits)
