@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lr is not None:
             recipe = dataclasses.replace(RECIPES.get(hypernet.metadata.get("task_kind", "image")), lr=args.lr)
         result = evaluate_ghn(
-            hypernet, archs=args.archs, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
+            hypernet, archs=args.archs, space=args.space, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
             inits=args.inits.split(","), device=args.device, progress=True, recipe=recipe,
             workers=args.workers if args.device == "cpu" else 1,
         )  # fmt: skip
@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("ghns", nargs="*", metavar="GHN_DIR", help="saved GHN directories (default: newest run)")
     parser.add_argument("--labels", nargs="+", help="one name per GHN for the table (default: its run directory)")
     parser.add_argument("--archs", default="heldout:10,outside", help="architectures (default heldout:10,outside)")
+    parser.add_argument("--space", help="the space 'heldout:N' draws from (default: each GHN's own)")
     parser.add_argument("--steps", default="0,100,200", help="fine-tuning step counts (default 0,100,200)")
     parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
     parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
