@@ -8,6 +8,7 @@ space, then writes the GHN directory and prints held-out accuracy with no traini
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -16,9 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from ghn._io import atomic_write_text
 from ghn.data.architectures import task_values
 from ghn.errors import GHNError
 from ghn.train.datamodule import GHNDataModule
@@ -29,6 +32,7 @@ __all__ = ["main", "run", "build_cli", "trainer_defaults"]
 
 #: Exit code for ghn errors, as the `ghn` command line uses (argparse and jsonargparse also use 2).
 EXIT_ERROR = 2
+
 
 def trainer_defaults() -> dict[str, Any]:
     """Trainer settings of the embedded default run (fresh callback objects on every call)."""
@@ -122,27 +126,37 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {"steps": trainer.global_step}
     log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank asks
     if not trainer.is_global_zero:
+        _leave_process_group()
         return summary
     out_dir = Path(cli.config.out_dir) if cli.config.out_dir else log_dir / "ghn"
-    if cli.config.final_eval:
-        rows = heldout_rows(model, datamodule, split="test")
-        summary["heldout"] = rows
-        table = markdown_table(rows, kind=datamodule.task.kind)
-        print(f"\nHeld-out architectures on the {datamodule.config.task} test split, no training:\n\n{table}\n")
     data = datamodule.config
-    model.ghn.save_pretrained(
+    save = functools.partial(
+        model.ghn.save_pretrained,
         out_dir,
         task=data.task,
         space=data.space,
         steps=trainer.global_step,
         task_kind=datamodule.task.kind,
         task_values=task_values(datamodule.task),
-        heldout=summary.get("heldout", []),
     )
-    if summary.get("heldout"):
-        (out_dir / "heldout.json").write_text(json.dumps(summary["heldout"], indent=2) + "\n")
+    save()  # before the held-out evaluation, so a process killed during it keeps the trained GHN
+    if cli.config.final_eval:
+        rows = heldout_rows(model, datamodule, split="test")
+        summary["heldout"] = rows
+        table = markdown_table(rows, kind=datamodule.task.kind)
+        print(f"\nHeld-out architectures on the {data.task} test split, no training:\n\n{table}\n")
+        save(heldout=rows)
+        atomic_write_text(out_dir / "heldout.json", json.dumps(rows, indent=2) + "\n")
+    _leave_process_group()
     print(f"GHN written to {out_dir} (load it with ghn.GHN.load({str(out_dir)!r})); logs in {log_dir}")
     return summary
+
+
+def _leave_process_group() -> None:
+    """Tear down this process's DDP group before interpreter shutdown does: left to shutdown, gloo once aborted a
+    finished rank (exit -6), and Lightning's launcher then killed rank 0 before it had written the GHN."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

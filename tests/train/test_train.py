@@ -51,6 +51,21 @@ def test_train_writes_ghn_logs_checkpoints_and_heldout_table(tmp_path, capsys):
     assert list(tmp_path.rglob("last.ckpt")), "checkpoint at the end"
 
 
+def test_trained_ghn_is_written_before_the_heldout_evaluation(tmp_path, monkeypatch):
+    """A run that dies in the final evaluation (killed, out of memory) still leaves its trained GHN."""
+    import ghn.train.cli as cli
+
+    def fail(*args, **kwargs):
+        assert GHN.load(tmp_path / "ghn").metadata["steps"] == 2
+        raise RuntimeError("killed during the held-out evaluation")
+
+    monkeypatch.setattr(cli, "heldout_rows", fail)
+    with pytest.raises(RuntimeError, match="killed during"):
+        _run(tmp_path, "--trainer.max_steps", "2")
+    assert "heldout" not in GHN.load(tmp_path / "ghn").metadata
+    assert not (tmp_path / "ghn" / "heldout.json").exists()
+
+
 def test_training_logs_the_documented_metrics(tmp_path):
     _run(tmp_path, "--trainer.max_steps", "4", "--final_eval", "false")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
