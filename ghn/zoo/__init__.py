@@ -1,9 +1,10 @@
-"""Model families in plain PyTorch (cell CNNs, ResNets, ViTs, GPT-2, Llama), their samplers, presets and `create`.
+"""Model families in plain PyTorch (cell CNNs, ResNets, ViTs, GPT-2, Llama, plain classifiers and LMs), their
+samplers, presets and `create`.
 
 Everything builds on the `meta` device and without torchvision or timm; `transformers` is needed only for 'hf:'.
 """
 
-from ghn.zoo import cnn, gpt2, llama, plain, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
+from ghn.zoo import cnn, gpt2, llama, plain, plain_lm, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
 from ghn.zoo.cnn import CellConfig, CellNetwork, CNNConfig
 from ghn.zoo.create import SOURCES, create, names
 from ghn.zoo.family import (
@@ -20,6 +21,7 @@ from ghn.zoo.gpt2 import GPT2, Conv1D, GPT2Config
 from ghn.zoo.hf import HF_PRESETS, HFPresetSpec
 from ghn.zoo.hf_formats import HF_EQUIVALENTS, HFEquivalentSpec
 from ghn.zoo.llama import Llama, LlamaConfig
+from ghn.zoo.plain_lm import PlainLM, PlainLMConfig
 from ghn.zoo.resnet import ResNet, ResNetConfig
 from ghn.zoo.vit import VisionTransformer, ViTConfig
 
@@ -51,4 +53,6 @@ __all__ = [
     "Conv1D",
     "Llama",
     "LlamaConfig",
+    "PlainLM",
+    "PlainLMConfig",
 ]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ghn._checks import check_float, check_positive, fail
+from ghn._checks import check_bool, check_float, check_positive, fail
 from ghn.errors import ShapeError
 from ghn.zoo import _random
 from ghn.zoo.family import FAMILIES, FamilySpec
@@ -63,8 +63,7 @@ class LlamaConfig:
         check_float(self, "rms_norm_eps", low=0.0, is_low_open=True)
         check_float(self, "rope_theta", low=0.0, is_low_open=True)
         check_float(self, "initializer_range", low=0.0, is_low_open=True)
-        if not isinstance(self.tie_word_embeddings, bool):
-            fail(self, "tie_word_embeddings", "a bool")
+        check_bool(self, "tie_word_embeddings")
 
     @property
     def head_dim(self) -> int:

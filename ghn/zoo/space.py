@@ -179,3 +179,10 @@ _register(
     FamilyChoice("vit", 0.3, variant="tiny"),
     FamilyChoice("plain", 0.25, variant="tiny"),
 )
+# lms-tiny with plain-PyTorch LMs (`nn.TransformerEncoder`, PyTorch's default init), the text shapes of user code.
+_register(
+    "lms-plain-tiny",
+    FamilyChoice("gpt2", 0.375, variant="tiny"),
+    FamilyChoice("llama", 0.375, variant="tiny"),
+    FamilyChoice("plain-lm", 0.25, variant="tiny"),
+)

@@ -17,6 +17,7 @@ from ghn.zoo import (
     CNNConfig,
     GPT2Config,
     LlamaConfig,
+    PlainLMConfig,
     ResNetConfig,
     ViTConfig,
     config_hash,
@@ -45,7 +46,7 @@ def _num_params(model: nn.Module) -> int:
 
 
 def test_all_families_are_registered():
-    assert FAMILY_NAMES == ["cnn", "gpt2", "llama", "plain", "resnet", "vit"]
+    assert FAMILY_NAMES == ["cnn", "gpt2", "llama", "plain", "plain-lm", "resnet", "vit"]
 
 
 def _default_config_param(name: str) -> object:
@@ -193,7 +194,9 @@ def test_family_spec_rejects_bad_task_and_preset_type():
         (lambda: GPT2Config(dropout=1.5), r"GPT2Config.dropout is 1.5; it must be a number in \[0.0, 1.0\]"),
         (lambda: LlamaConfig(hidden_size=96), r"hidden_size is 96; it must be a multiple of 2 \* num_attention_h"),
         (lambda: LlamaConfig(num_key_value_heads=3), r"num_key_value_heads is 3; it must be a divisor of num_attent"),
-        (lambda: LlamaConfig(tie_word_embeddings=1), r"LlamaConfig.tie_word_embeddings is 1; it must be a bool"),
+        (lambda: LlamaConfig(tie_word_embeddings=1), r"LlamaConfig.tie_word_embeddings is 1; it must be True or False"),
+        (lambda: PlainLMConfig(width=100, num_heads=3), r"PlainLMConfig.width is 100; it must be a multiple of num_hea"),
+        (lambda: PlainLMConfig(activation="silu"), r"PlainLMConfig.activation is 'silu'; it must be one of 'gelu'"),
         (lambda: CNNConfig(num_cells=0), r"CNNConfig.num_cells is 0"),
         (lambda: CNNConfig(merge="mean"), r"CNNConfig.merge is 'mean'; it must be one of 'concat', 'sum'"),
         (lambda: CNNConfig(reduction_cells=(8,)), r"CNNConfig.reduction_cells is \(8,\); it must be None or distinct"),
@@ -536,3 +539,53 @@ def test_llama_state_dict_loads_into_hf_with_equal_logits(tied):
     tokens = torch.randint(0, 300, (3, 32))
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), hf_model(input_ids=tokens).logits)
+
+
+# --- plain-lm --------------------------------------------------------------------------------------------------
+
+SMALL_PLAIN_LM = PlainLMConfig(vocab_size=300, n_positions=32, width=48, depth=2, num_heads=4)
+
+
+def test_plain_lm_default_is_nn_transformer_encoder_at_pytorch_init():
+    family, config = lookup_config("plain-lm")
+    with torch.device("meta"):
+        model = family.build(config)
+    layer = model.encoder.layers[0]
+    assert isinstance(layer, nn.TransformerEncoderLayer) and len(model.encoder.layers) == 6
+    assert (layer.linear1.out_features, layer.self_attn.num_heads, layer.norm_first) == (2048, 8, False)
+    assert isinstance(model.norm, nn.Identity)  # post-norm layers end normalized
+    model = family.build(dataclasses.replace(SMALL_PLAIN_LM, width=256, num_heads=4))
+    assert model.embed.weight.std().item() == pytest.approx(1.0, rel=0.05)  # nn.Embedding's normal(0, 1)
+    bound = 1 / math.sqrt(256)  # nn.Linear's kaiming_uniform(a=sqrt 5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert model.encoder.layers[0].linear1.weight.abs().max().item() <= bound
+
+
+def test_plain_lm_is_causal():
+    model = FAMILIES.get("plain-lm").build(dataclasses.replace(SMALL_PLAIN_LM, norm_first=True)).eval()
+    tokens = torch.randint(0, 300, (1, 12))
+    changed = tokens.clone()
+    changed[0, 8:] = (changed[0, 8:] + 1) % 300
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens)[:, :8], model(changed)[:, :8])
+    with pytest.raises(ShapeError, match="Got 33 tokens but the context holds 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_plain_lm_tied_head_reads_the_embedding_without_bias():
+    model = FAMILIES.get("plain-lm").build(dataclasses.replace(SMALL_PLAIN_LM, tie_head=True))
+    assert model.head.weight is model.embed.weight and model.head.bias is None
+
+
+def test_tiny_plain_lm_sampler_varies_the_user_choices():
+    configs = [FAMILIES.get("plain-lm").sampler("tiny")(torch.Generator().manual_seed(seed)) for seed in range(100)]
+    assert all(1 <= c.depth <= 4 and 2 <= c.num_heads <= 4 and c.width // c.num_heads in (8, 16, 24, 32) for c in configs)
+    for name in ("norm_first", "tie_head", "head_bias", "activation", "mlp_ratio"):
+        assert len({getattr(c, name) for c in configs}) == 2, name
+    assert not any(c.tie_head and c.head_bias for c in configs)
+
+
+def test_lms_plain_tiny_space_draws_all_three_text_families():
+    from ghn.zoo.space import ArchitectureSampler
+
+    sampler = ArchitectureSampler("lms-plain-tiny", seed=0, task_values={"vocab_size": 256, "n_positions": 64})
+    assert {type(c).__name__ for c in sampler.distinct(30)} == {"GPT2Config", "LlamaConfig", "PlainLMConfig"}
