@@ -5,7 +5,7 @@ the model's own init, with weights at its scale and norms off their bounds (issu
 from __future__ import annotations
 
 import importlib.util
-from statistics import mean
+from statistics import mean, median
 
 import pytest
 import torch
@@ -50,9 +50,10 @@ def test_shipped_digits_ghn_beats_random_init_with_no_training() -> None:
 
 def test_shipped_pydoc_ghn_has_lower_loss_than_random_init_with_no_training() -> None:
     """Issue 11 asks for 2 nats/byte below the default init: the embeddings' half-free spectrum carries the token
-    prior (`free_spectrum_share` 0.5; the flat own spectrum gave 1.3-1.5, benchmarks/RESULTS.md)."""
+    prior (`free_spectrum_share` 0.5; the flat own spectrum gave 1.3-1.5, benchmarks/RESULTS.md). The median, as
+    a plain LM with a tied head at PyTorch's init starts at 23 nats and would carry the mean alone."""
     predicted, random = _heldout_scores("logah-tiny.pydoc", 6)
-    assert mean(predicted) < mean(random) - 2.0, (predicted, random)  # nats per byte; measured: 3.12 vs 5.40
+    assert median(predicted) < median(random) - 2.0, (predicted, random)  # nats/byte; measured: 2.94 vs 5.60
     assert all(p < r for p, r in zip(predicted, random))
 
 
@@ -73,7 +74,7 @@ def test_shipped_digits_ghn_fine_tunes_at_least_as_well_as_default_init() -> Non
 
 def test_shipped_pydoc_ghn_fine_tunes_ahead_of_default_init() -> None:
     """Issue 11's floor on a causal LM written on nn.TransformerEncoder: lower loss than the model's own init before
-    training and after 50 and 100 fine-tuning steps (measured, seed 0: 3.96 / 2.36 / 2.25 vs 5.67 / 2.71 / 2.38)."""
+    training and after 50 and 100 fine-tuning steps (measured, seed 0: 2.31 / 2.23 / 2.19 vs 5.67 / 2.71 / 2.38)."""
     for row in _finetuned("logah-tiny.pydoc", "outside:encoder-lm", (0, 50, 100)):
         assert row["init"] < row["reference"], row
 

@@ -154,6 +154,7 @@ _register("vits-wide", FamilyChoice("vit", variant="wide"))
 _register("gpts", FamilyChoice("gpt2"))
 _register("llamas", FamilyChoice("llama"))
 _register("lms", FamilyChoice("gpt2"), FamilyChoice("llama"))  # GPT-2 and Llama, half each
+_register("lms-plain", FamilyChoice("gpt2", 0.375), FamilyChoice("llama", 0.375), FamilyChoice("plain-lm", 0.25))
 _register("plain", FamilyChoice("plain"))
 _register("mixed", FamilyChoice("cnn", 0.4), FamilyChoice("resnet", 0.3), FamilyChoice("vit", 0.3))
 # CPU-sized versions, for training on 2 cores in minutes (the embedded default run uses mixed-plain-tiny, below).
