@@ -56,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lr is not None:
             recipe = dataclasses.replace(RECIPES.get(hypernet.metadata.get("task_kind", "image")), lr=args.lr)
         result = evaluate_ghn(
-            hypernet, archs=args.archs, space=args.space, steps=[int(s) for s in args.steps.split(",")], seeds=args.repeats,
-            inits=args.inits.split(","), device=args.device, progress=True, recipe=recipe,
+            hypernet, archs=args.archs, space=args.space, steps=[int(s) for s in args.steps.split(",")],
+            seeds=args.repeats, inits=args.inits.split(","), device=args.device, progress=True, recipe=recipe,
             workers=args.workers if args.device == "cpu" else 1,
         )  # fmt: skip
         seconds.append(time.perf_counter() - start)

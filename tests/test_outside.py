@@ -31,7 +31,7 @@ def _built(name: str):
 
 
 def test_both_task_kinds_have_outside_networks() -> None:
-    assert len(outside_names("image")) >= 6 and len(outside_names("text")) >= 3
+    assert len(outside_names("image")) >= 6 and len(outside_names("text")) >= 4
     assert set(outside_names("image")).isdisjoint(outside_names("text"))
 
 

@@ -1,6 +1,6 @@
 """The outside evaluation set: small networks written the way users write them, not with `ghn.zoo`, so a GHN is
 scored on code it never trained on (plain MLPs, LeNet-style CNNs, BatchNorm, GroupNorm and depthwise nets, a
-hand-written ViT, language models on `nn.TransformerEncoder`, and Hugging Face ViT, GPT-2 and Llama).
+hand-written ViT, language models on `nn.TransformerEncoder` and `nn.LSTM`, and Hugging Face ViT, GPT-2 and Llama).
 
 Every entry builds for a task's shapes (`task_values`: image channels, size and classes; text vocabulary and
 context), with each module's own default init. `OUTSIDE.names()` lists them; `ghn eval --archs outside` runs all
@@ -199,6 +199,24 @@ class EncoderLM(nn.Module):
         return self.head(self.norm(self.encoder(x, mask=mask, is_causal=True)))
 
 
+class LSTMLM(nn.Module):
+    """The LSTM language model of PyTorch's word_language_model example (its uniform(-0.1, 0.1) embedding and
+    decoder init), batch first."""
+
+    def __init__(self, vocab_size: int, dim: int = 96, depth: int = 2) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(vocab_size, dim)
+        self.rnn = nn.LSTM(dim, dim, depth, batch_first=True)
+        self.decoder = nn.Linear(dim, vocab_size)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        hidden, _ = self.rnn(self.encoder(idx))
+        return self.decoder(hidden)
+
+
 def _hf_gpt2(values: Mapping[str, Any]) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -231,6 +249,7 @@ _ENTRIES = [
     OutsideModel("hf-vit", "image", _hf_vit, "transformers ViTForImageClassification, 3 layers", "transformers"),
     OutsideModel("encoder-lm", "text", lambda v: EncoderLM(v["vocab_size"], v["n_positions"]),
                  "causal LM on nn.TransformerEncoder, 3 layers, width 96"),
+    OutsideModel("lstm-lm", "text", lambda v: LSTMLM(v["vocab_size"]), "LSTM LM (PyTorch example), 2 layers, width 96"),
     OutsideModel("hf-gpt2", "text", _hf_gpt2, "transformers GPT2LMHeadModel, 3 layers, width 96", "transformers"),
     OutsideModel("hf-llama", "text", _hf_llama, "transformers LlamaForCausalLM, 3 layers, width 96, GQA", "transformers"),
 ]  # fmt: skip

@@ -4,7 +4,8 @@ samplers, presets and `create`.
 Everything builds on the `meta` device and without torchvision or timm; `transformers` is needed only for 'hf:'.
 """
 
-from ghn.zoo import cnn, gpt2, llama, plain, plain_lm, resnet, vit  # noqa: F401  (each family registers itself in FAMILIES on import)
+# Each family module registers itself in FAMILIES on import.
+from ghn.zoo import cnn, gpt2, llama, plain, plain_lm, resnet, vit  # noqa: F401
 from ghn.zoo.cnn import CellConfig, CellNetwork, CNNConfig
 from ghn.zoo.create import SOURCES, create, names
 from ghn.zoo.family import (
