@@ -32,6 +32,7 @@ __all__ = [
     "lookup_config",
     "preset_names",
     "random_images",
+    "random_tokens",
     "replace_config",
     "sample_configs",
 ]
@@ -163,6 +164,13 @@ def random_images(config: Any, batch_size: int, device: torch.device) -> tuple[t
     config.image_size, config.image_size) on `device`."""
     size = config.image_size
     return (torch.randn(batch_size, config.in_channels, size, size, device=device),)
+
+
+def random_tokens(config: Any, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Example inputs of a text family's model: random token ids (batch_size, min(config.n_positions, 16)), dtype
+    long, on `device`."""
+    num_tokens = min(config.n_positions, 16)
+    return (torch.randint(0, config.vocab_size, (batch_size, num_tokens), device=device),)
 
 
 def replace_config(config: Any, overrides: Mapping[str, Any]) -> Any:

@@ -16,7 +16,7 @@ from torch import nn
 from ghn._checks import check_float, check_int, fail
 from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec
+from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
 
 __all__ = ["GPT2Config", "GPT2", "Conv1D", "build_gpt2", "sample_gpt2_config"]
 
@@ -218,9 +218,7 @@ class GPT2(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Random token ids (batch_size, min(n_positions, 16)), dtype long, on the device of the parameters."""
-        num_tokens = min(self.config.n_positions, 16)
-        device = self.transformer.wte.weight.device
-        return (torch.randint(0, self.config.vocab_size, (batch_size, num_tokens), device=device),)
+        return random_tokens(self.config, batch_size, self.transformer.wte.weight.device)
 
     def extra_repr(self) -> str:
         config = self.config

@@ -19,7 +19,7 @@ from torch import nn
 from ghn._checks import check_bool, check_float, check_positive, fail
 from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec
+from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
 from ghn.zoo.gpt2 import _WIDTH_BY_DEPTH, _embedding
 
 __all__ = ["LlamaConfig", "Llama", "build_llama", "sample_llama_config"]
@@ -212,9 +212,7 @@ class Llama(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Random token ids (batch_size, min(n_positions, 16)), dtype long, on the device of the parameters."""
-        num_tokens = min(self.config.n_positions, 16)
-        device = self.model.embed_tokens.weight.device
-        return (torch.randint(0, self.config.vocab_size, (batch_size, num_tokens), device=device),)
+        return random_tokens(self.config, batch_size, self.model.embed_tokens.weight.device)
 
     def extra_repr(self) -> str:
         config = self.config

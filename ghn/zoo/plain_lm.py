@@ -17,7 +17,7 @@ from torch import nn
 from ghn._checks import check_bool, check_choice, check_float, check_positive, fail
 from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec
+from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
 from ghn.zoo.gpt2 import _embedding
 
 __all__ = ["PlainLMConfig", "PlainLM", "build_plain_lm", "sample_plain_lm_config"]
@@ -113,9 +113,7 @@ class PlainLM(nn.Module):
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Random token ids (batch_size, min(n_positions, 16)), dtype long, on the device of the parameters."""
-        num_tokens = min(self.config.n_positions, 16)
-        device = self.embed.weight.device
-        return (torch.randint(0, self.config.vocab_size, (batch_size, num_tokens), device=device),)
+        return random_tokens(self.config, batch_size, self.embed.weight.device)
 
     def extra_repr(self) -> str:
         config = self.config
