@@ -21,7 +21,7 @@ from torch import nn
 from ghn._checks import TASK_KINDS, TaskKind
 from ghn._config import from_dict, to_dict
 from ghn._logging import get_logger
-from ghn.errors import ConfigError, RegistryError, UnknownNameError
+from ghn.errors import ConfigError, RegistryError, ShapeError, UnknownNameError
 from ghn.registry import Registry, close_matches
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "preset_names",
     "random_images",
     "random_tokens",
+    "check_context",
     "replace_config",
     "sample_configs",
 ]
@@ -164,6 +165,14 @@ def random_images(config: Any, batch_size: int, device: torch.device) -> tuple[t
     config.image_size, config.image_size) on `device`."""
     size = config.image_size
     return (torch.randn(batch_size, config.in_channels, size, size, device=device),)
+
+
+def check_context(input_ids: torch.Tensor, n_positions: int) -> None:
+    """A language model's input guard: at most `n_positions` tokens in (B, T) `input_ids`, else a `ShapeError`."""
+    if input_ids.shape[1] > n_positions:
+        raise ShapeError(
+            f"Got {input_ids.shape[1]} tokens but the context holds {n_positions}. Pass at most that many."
+        )
 
 
 def random_tokens(config: Any, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghn._checks import check_float, check_int, fail
-from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
+from ghn.zoo.family import FAMILIES, FamilySpec, check_context, random_tokens
 
 __all__ = ["GPT2Config", "GPT2", "Conv1D", "build_gpt2", "sample_gpt2_config"]
 
@@ -162,9 +161,8 @@ class Transformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        check_context(input_ids, self.n_positions)
         T = input_ids.shape[1]
-        if T > self.n_positions:
-            raise ShapeError(f"Got {T} tokens but the context holds {self.n_positions}. Pass at most that many.")
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, D)
         for block in self.h:

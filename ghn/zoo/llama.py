@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ghn._checks import check_bool, check_float, check_positive, fail
-from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
+from ghn.zoo.family import FAMILIES, FamilySpec, check_context, random_tokens
 from ghn.zoo.gpt2 import _WIDTH_BY_DEPTH, _embedding
 
 __all__ = ["LlamaConfig", "Llama", "build_llama", "sample_llama_config"]
@@ -166,9 +165,8 @@ class LlamaModel(nn.Module):
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        check_context(input_ids, self.config.n_positions)
         T = input_ids.shape[1]
-        if T > self.config.n_positions:
-            raise ShapeError(f"Got {T} tokens but the context holds {self.config.n_positions}. Pass at most that many.")
         cos, sin = rotary_cos_sin(T, self.config.head_dim, self.config.rope_theta, input_ids.device)
         x = self.embed_tokens(input_ids)  # (B, T, D)
         for layer in self.layers:

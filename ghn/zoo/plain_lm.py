@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from ghn._checks import check_bool, check_choice, check_float, check_positive, fail
-from ghn.errors import ShapeError
 from ghn.zoo import _random
-from ghn.zoo.family import FAMILIES, FamilySpec, random_tokens
+from ghn.zoo.family import FAMILIES, FamilySpec, check_context, random_tokens
 from ghn.zoo.gpt2 import _embedding
 
 __all__ = ["PlainLMConfig", "PlainLM", "build_plain_lm", "sample_plain_lm_config"]
@@ -103,9 +102,8 @@ class PlainLM(nn.Module):
         nn.init.normal_(self.pos.weight)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        check_context(input_ids, self.config.n_positions)
         T = input_ids.shape[1]
-        if T > self.config.n_positions:
-            raise ShapeError(f"Got {T} tokens but the context holds {self.config.n_positions}. Pass at most that many.")
         positions = torch.arange(T, device=input_ids.device)  # (T,)
         x = self.embed(input_ids) + self.pos(positions)  # (B, T, D)
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=input_ids.device)  # (T, T), -inf above
