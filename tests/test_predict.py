@@ -315,6 +315,22 @@ def test_task_loss_gives_gradients_to_every_ghn_parameter(preset: str) -> None:
     assert not without, f"no gradient reaches {without}"
 
 
+def test_predictions_inside_autocast_are_the_float32_ones(logah_tiny: GHN) -> None:
+    """bf16-mixed training runs the GHN inside autocast; it still predicts in float32, as outside (in bf16 its
+    orthogonalizations and spectrum map sent a sixth of the training gradients to norms of 1e6 to inf)."""
+    cnn, lm = TinyCNN(), TinyLM()
+    graphs = [cnn, build_graph(lm, torch.randint(0, 20, (2, 6)))]
+    torch.manual_seed(0)  # the graph's own init is drawn afresh in each prediction
+    expected = predict_params(graphs, logah_tiny)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = predict_params(graphs, logah_tiny)
+    for want, got in zip(expected, inside, strict=True):
+        for name, value in want.items():
+            assert got[name].dtype == torch.float32, name
+            torch.testing.assert_close(got[name], value, msg=name)
+
+
 # -- batches and lists ----------------------------------------------------------------------------------------------
 def test_batched_prediction_equals_predicting_each_alone(logah_tiny: GHN) -> None:
     models = [_mlp(8, 4), _deep_mlp(depth=60), TinyCNN()]

@@ -195,7 +195,16 @@ class GHN(nn.Module):
         With `config.own_spectrum`, every low-rank weight is put at the spectrum of the model's own init
         (`ghn.nn.spectrum.at_own_spectrum`): `own[i][name]` when given (the model's values), else fresh Gaussian
         draws of the init std (`ghn.nn.normalize.reference_std`), as a model on meta gets in `ghn.predict`.
+        Computed in float32 inside an autocast region too (bf16-mixed training): in bf16 the orthogonalizations
+        and the spectrum map sent a sixth of the GHN's gradients to norms of 1e6 to inf (benchmarks/RESULTS.md).
         """
+        with torch.autocast(self.device.type, enabled=False):
+            return self._predict(graphs, own)
+
+    def _predict(
+        self, graphs: Sequence[ComputationGraph], own: Sequence[Mapping[str, Tensor]] | None
+    ) -> list[dict[str, Tensor]]:
+        """`forward`'s work, at the precision of the GHN's own weights."""
         scales = [param_scales(g) for g in graphs]
         out: list[dict[str, Tensor]] = [{} for _ in graphs]
         for members, group in self.predict_groups(graphs, scales=scales):

@@ -122,12 +122,14 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     cli = build_cli(args or default_run_args())
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     datamodule.load_task()
+    threads = torch.get_num_threads()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cli.config.ckpt_path)
     summary: dict[str, Any] = {"steps": trainer.global_step}
     log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank asks
     if not trainer.is_global_zero:
         _leave_process_group()
         return summary
+    torch.set_num_threads(threads)  # CPU DDP split the cores between the ranks; rank 0 now evaluates alone
     out_dir = Path(cli.config.out_dir) if cli.config.out_dir else log_dir / "ghn"
     data = datamodule.config
     save = functools.partial(

@@ -66,6 +66,35 @@ def test_trained_ghn_is_written_before_the_heldout_evaluation(tmp_path, monkeypa
     assert not (tmp_path / "ghn" / "heldout.json").exists()
 
 
+def test_heldout_evaluation_gets_back_the_threads_that_ddp_split(tmp_path, monkeypatch):
+    """CPU DDP gives each rank its share of the cores (Lightning lowers the thread count); rank 0 evaluates the
+    held-out networks alone after training, with the thread count the run started with."""
+    import lightning.pytorch as pl
+
+    import ghn.train.cli as cli
+
+    fit, seen = pl.Trainer.fit, []
+
+    def fit_then_lower_threads(self, *args, **kwargs):
+        fit(self, *args, **kwargs)
+        torch.set_num_threads(1)
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit_then_lower_threads)
+    monkeypatch.setattr(cli, "heldout_rows", record)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="recorded"):
+            _run(tmp_path, "--trainer.max_steps", "1")
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [2]
+
+
 def test_training_logs_the_documented_metrics(tmp_path):
     _run(tmp_path, "--trainer.max_steps", "4", "--final_eval", "false")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -88,6 +117,17 @@ def test_resume_restores_step_optimizer_and_sampler(tmp_path):
     assert "sampler" in state["GHNDataModule"]
     summary = _run(tmp_path / "resumed", "--trainer.max_steps", "4", "--ckpt_path", str(checkpoint), "--final_eval", "false")
     assert summary["steps"] == 4
+
+
+def test_bf16_mixed_precision_trains_on_cpu_and_keeps_float32_weights(tmp_path):
+    """`--trainer.precision bf16-mixed` (the GPU recipes' precision; 1.5x the steps on a CPU with native bf16)
+    trains the GHN under CPU autocast, lookahead steps included, and leaves finite float32 weights and table."""
+    summary = _run(tmp_path, "--trainer.max_steps", "2", "--trainer.precision", "bf16-mixed")
+    assert summary["steps"] == 2
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["acc"]])).all() for r in summary["heldout"])
+    after = GHN.load(tmp_path / "ghn").state_dict()
+    floats = [value for value in after.values() if value.is_floating_point()]
+    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in floats)
 
 
 def test_unknown_config_field_fails_before_training(tmp_path, capsys):
