@@ -198,7 +198,10 @@ class GHN(nn.Module):
         Computed in float32 inside an autocast region too (bf16-mixed training): in bf16 the orthogonalizations
         and the spectrum map sent a sixth of the GHN's gradients to norms of 1e6 to inf (benchmarks/RESULTS.md).
         """
-        with torch.autocast(self.device.type, enabled=False):
+        device_type = self.device.type
+        if not torch.amp.is_autocast_available(device_type):  # a device type autocast does not know
+            return self._predict(graphs, own)
+        with torch.autocast(device_type, enabled=False):
             return self._predict(graphs, own)
 
     def _predict(
