@@ -9,6 +9,7 @@ Shape letters: N nodes, D hidden.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,28 +200,25 @@ class GHN(nn.Module):
         and the spectrum map sent a sixth of the GHN's gradients to norms of 1e6 to inf (benchmarks/RESULTS.md).
         """
         device_type = self.device.type
-        if not torch.amp.is_autocast_available(device_type):  # a device type autocast does not know
-            return self._predict(graphs, own)
-        with torch.autocast(device_type, enabled=False):
-            return self._predict(graphs, own)
-
-    def _predict(
-        self, graphs: Sequence[ComputationGraph], own: Sequence[Mapping[str, Tensor]] | None
-    ) -> list[dict[str, Tensor]]:
-        """`forward`'s work, at the precision of the GHN's own weights."""
+        full_precision = (
+            torch.autocast(device_type, enabled=False)
+            if torch.amp.is_autocast_available(device_type)
+            else contextlib.nullcontext()  # a device type autocast does not know
+        )
         scales = [param_scales(g) for g in graphs]
         out: list[dict[str, Tensor]] = [{} for _ in graphs]
-        for members, group in self.predict_groups(graphs, scales=scales):
-            if not isinstance(group, LowRank):
-                tensors = group  # (T, *shape)
-            elif self.config.own_spectrum:
-                role = graphs[members[0][0]].params[members[0][1]].role
-                own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
-                tensors = at_own_spectrum(group, own_init, top_rms, free=self.config.spectrum_share(role))
-            else:
-                tensors = group.materialize()
-            for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
-                out[index][name] = tensor
+        with full_precision:
+            for members, group in self.predict_groups(graphs, scales=scales):
+                if not isinstance(group, LowRank):
+                    tensors = group  # (T, *shape)
+                elif self.config.own_spectrum:
+                    role = graphs[members[0][0]].params[members[0][1]].role
+                    own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
+                    tensors = at_own_spectrum(group, own_init, top_rms, free=self.config.spectrum_share(role))
+                else:
+                    tensors = group.materialize()
+                for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
+                    out[index][name] = tensor
         return out
 
     @staticmethod
