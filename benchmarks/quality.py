@@ -80,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("ghns", nargs="*", metavar="GHN_DIR", help="saved GHN directories (default: newest run)")
     parser.add_argument("--labels", nargs="+", help="one name per GHN for the table (default: its run directory)")
-    parser.add_argument("--archs", default="heldout:10,outside", help="architectures (default heldout:10,outside)")
-    parser.add_argument("--space", help="the space 'heldout:N' draws from (default: each GHN's own)")
+    parser.add_argument(
+        "--archs", default="heldout:10,outside",
+        help="architectures (default heldout:10,outside; 'train:N': the first N the GHN trained on)",
+    )  # fmt: skip
+    parser.add_argument("--space", help="the space 'heldout:N' / 'train:N' draw from (default: each GHN's own)")
     parser.add_argument("--steps", default="0,100,200", help="fine-tuning step counts (default 0,100,200)")
     parser.add_argument("--repeats", type=int, default=2, help="seeds per (architecture, init) (default 2)")
     parser.add_argument("--inits", default="ghn,random,orthogonal", help="inits to compare")
@@ -139,12 +142,12 @@ def _section(results, labels: list[str], seconds: list[float], env: dict, argv: 
 
 
 def floor_table(result) -> str:
-    """Per group of architectures (held-out draws, outside set, other specs) and step: GHN vs default init, how many
-    architectures GHN init is at least as good on, and whether the floor (mean and >= 80% of archs) holds."""
+    """Per group of architectures (held-out draws, training draws, outside set, other specs) and step: GHN vs default
+    init, how many architectures GHN init is at least as good on, and whether the floor (mean and >= 80%) holds."""
     primary = result.metrics[0]
     groups: dict[str, list[int]] = {}
     for index, arch in enumerate(result.archs):
-        group = arch.name.partition(":")[0] if arch.name.startswith(("heldout:", "outside:")) else "specs"
+        group = arch.name.partition(":")[0] if arch.name.startswith(("heldout:", "train:", "outside:")) else "specs"
         groups.setdefault(group, []).append(index)
     rows = []
     for group, archs in groups.items():

@@ -282,10 +282,11 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--archs", default="heldout:10", metavar="SPEC[,SPEC...]",
-        help="'heldout:N' (held-out draws of the GHN's space), 'outside' (networks written outside ghn.zoo, "
-        "ghn.evaluate.outside) or 'outside:NAME', and/or specs like zoo:resnet18-cifar (default heldout:10)",
+        help="'heldout:N' (held-out draws of the GHN's space), 'train:N' (the first N it trained on), 'outside' "
+        "(networks written outside ghn.zoo, ghn.evaluate.outside) or 'outside:NAME', and/or specs like "
+        "zoo:resnet18-cifar (default heldout:10)",
     )  # fmt: skip
-    parser.add_argument("--space", help="space that 'heldout:N' draws from when the GHN's metadata names none")
+    parser.add_argument("--space", help="space of 'heldout:N' / 'train:N' when the GHN's metadata names none")
     parser.add_argument("--steps", default="0,100", metavar="N[,N...]", help="fine-tuning step counts (default 0,100)")
     parser.add_argument("--seeds", default=2, type=int, metavar="N", help="number of seeds (default 2)")
     parser.add_argument(

@@ -226,6 +226,32 @@ def test_heldout_needs_a_space_when_the_metadata_has_none(ghn, monkeypatch):
         evaluate_ghn(ghn, **{**SMALL, "archs": "heldout:2"})
 
 
+def test_train_archs_are_the_first_ones_the_ghn_trained_on(ghn, tmp_path):
+    """'train:N' redraws what the GHN fit: the datamodule's first N training architectures, past the held-out ones
+    the GHN recorded (to tell underfitting from not generalizing)."""
+    from ghn.data.architectures import task_values
+    from ghn.train.datamodule import GHNDataModule
+
+    data = GHNDataModule(space="vits-tiny", num_train_archs=3, num_heldout_archs=2, meta_batch_size=1, progress=False)
+    data.setup()
+    path = ghn.save_pretrained(
+        tmp_path / "ghn", task="digits", space="vits-tiny", task_kind="image", task_values=task_values(data.task),
+        steps=0, heldout=[{"hash": h} for h in data.heldout.hashes],
+    )  # fmt: skip
+    result = evaluate_ghn(path, archs="train:3", steps=(0,), seeds=1, inits=("ghn",))
+    assert [a.name for a in result.archs] == ["train:0", "train:1", "train:2"]
+    assert [a.hash for a in result.archs] == data.train_archs.hashes
+    assert not set(data.train_archs.hashes) & set(data.heldout.hashes)
+
+
+def test_train_archs_need_the_recorded_heldout_ones(ghn_dir, monkeypatch):
+    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: pytest.fail("trained before checking the archs"))
+    with pytest.raises(ConfigError, match="records none for this task and space"):
+        evaluate_ghn(ghn_dir, **{**SMALL, "archs": "train:2"})
+    with pytest.raises(ConfigError, match="needs a positive count, like 'train:10'"):
+        evaluate_ghn(ghn_dir, **{**SMALL, "archs": "train:0"})
+
+
 def test_specs_that_do_not_build_or_do_not_fit_the_task_fail_before_training(ghn, monkeypatch):
     monkeypatch.syspath_prepend(str(ZOO_TESTS))
     monkeypatch.setattr(protocol, "finetune", lambda *a, **k: pytest.fail("trained before checking the archs"))

@@ -36,7 +36,7 @@ from ghn.evaluate.result import ArchInfo, EvalResult, RunResult
 from ghn.graph import ComputationGraph, build_graph
 from ghn.nn import GHN, load_ghn
 from ghn.zoo import FAMILIES, SOURCES, config_hash, create, family_of, lookup_config
-from ghn.zoo.space import SPACES, adapt_config
+from ghn.zoo.space import SPACES, ArchitectureSampler, SpaceSpec, adapt_config
 
 __all__ = ["evaluate_ghn", "parse_archs", "check_steps"]
 
@@ -93,6 +93,7 @@ def evaluate_ghn(
         ghn: the GHN, or the directory of a saved one; None when `inits` leaves out 'ghn'.
         task: a registered task name or loaded `TaskData`; default the task in the GHN's metadata.
         archs: 'heldout:N' (the first N held-out architectures of the GHN's space, drawn like its training did),
+            'train:N' (the first N architectures it trained on, to tell underfitting from not generalizing),
             'outside' (every network of the outside set for the task's kind, `ghn.evaluate.outside`) or
             'outside:<name>', and/or specs ('zoo:resnet18-cifar', 'hf:...', 'module:pkg.mod:factory') or zoo
             configs, as a list or
@@ -104,7 +105,7 @@ def evaluate_ghn(
         progress: show a progress bar on stderr (only when stderr is a terminal).
         recipe: fine-tuning recipe; default `RECIPES.get(task kind)`.
         task_options: options of the task loader (`load_task`), over those the GHN's metadata implies.
-        space: the space 'heldout:N' draws from, for a GHN whose metadata has none.
+        space: the space 'heldout:N' and 'train:N' draw from, for a GHN whose metadata has none.
         workers: CPU processes that run architectures side by side (forked, one thread each; results are the same
             as with 1). Use one per core for many small networks; CPU only, and needs the 'fork' start method.
 
@@ -204,8 +205,8 @@ def _check_workers(workers: int, device: torch.device) -> None:
 
 
 def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
-    """('heldout', N), ('outside', name or None for all), ('spec', 'zoo:...') or ('config', config) for each
-    comma-separated item of `archs`; names are checked against the zoo, the sources and the outside set
+    """('heldout', N), ('train', N), ('outside', name or None for all), ('spec', 'zoo:...') or ('config', config)
+    for each comma-separated item of `archs`; names are checked against the zoo, the sources and the outside set
     (`ghn.evaluate.outside`), so a typo fails before anything is built.
 
     Raises:
@@ -226,11 +227,11 @@ def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
             parsed.append(("outside", None))
         elif isinstance(item, str) and item.startswith("outside:"):
             parsed.append(("outside", OUTSIDE.get(item.partition(":")[2]).name))
-        elif isinstance(item, str) and item.startswith("heldout:"):
-            count = item.partition(":")[2]
+        elif isinstance(item, str) and item.startswith(("heldout:", "train:")):
+            kind, _, count = item.partition(":")
             if not count.isdigit() or int(count) < 1:
-                raise ConfigError(f"Architecture item {item!r} needs a positive count, like 'heldout:10'.")
-            parsed.append(("heldout", int(count)))
+                raise ConfigError(f"Architecture item {item!r} needs a positive count, like '{kind}:10'.")
+            parsed.append((kind, int(count)))
         elif isinstance(item, str) and ":" in item:
             source, _, name = item.partition(":")
             SOURCES.get(source)
@@ -239,8 +240,8 @@ def parse_archs(archs: str | Sequence[Any]) -> list[tuple[str, Any]]:
             parsed.append(("spec", item))
         else:
             raise ConfigError(
-                f"Architecture item {item!r} is neither 'heldout:N', a '<source>:<name>' spec nor a zoo config. "
-                "Write e.g. 'heldout:10' or 'zoo:resnet18-cifar'."
+                f"Architecture item {item!r} is neither 'heldout:N', 'train:N', a '<source>:<name>' spec nor a zoo "
+                "config. Write e.g. 'heldout:10' or 'zoo:resnet18-cifar'."
             )
     return parsed
 
@@ -272,9 +273,10 @@ def _build_targets(
     values = task_values(task)
     targets: list[_Target] = []
     for index, (kind, item) in enumerate(parsed):
-        if kind == "heldout":
-            for i, config in enumerate(_heldout(item, task, metadata, space)):
-                targets.append(_zoo_target(f"heldout:{i}", adapt_config(config, values)))
+        if kind in ("heldout", "train"):
+            draw = _heldout if kind == "heldout" else _training
+            for i, config in enumerate(draw(item, task, metadata, space)):
+                targets.append(_zoo_target(f"{kind}:{i}", adapt_config(config, values)))
         elif kind == "outside":
             names = [item] if item is not None else _available(outside_names(task.kind))
             targets += [_outside_target(OUTSIDE.get(name), task) for name in names]
@@ -291,12 +293,15 @@ def _build_targets(
     return targets
 
 
-def _heldout(num: int, task: TaskData, metadata: Mapping[str, Any], space: str | None) -> list[Any]:
-    """The first `num` held-out configs of the GHN's space, drawn with the task values and seed it trained with."""
+def _space_of(
+    task: TaskData, metadata: Mapping[str, Any], space: str | None, item: str
+) -> tuple[SpaceSpec, dict[str, Any], list[str]]:
+    """The space a 'heldout:N' / 'train:N' item draws from, the task values the GHN drew with, and the held-out
+    hashes it recorded (none unless the GHN trained on this task and space)."""
     name = space or metadata.get("space")
     if name is None:
         raise ConfigError(
-            "'heldout:N' needs the GHN's architecture space, but its metadata has none. Pass space='mixed-tiny' "
+            f"'{item}:N' needs the GHN's architecture space, but its metadata has none. Pass space='mixed-tiny' "
             "(--space) or name architectures such as 'zoo:resnet18-cifar'."
         )
     spec = SPACES.get(name)
@@ -304,16 +309,37 @@ def _heldout(num: int, task: TaskData, metadata: Mapping[str, Any], space: str |
         raise ConfigError(f"Space {name!r} holds {spec.task} models but task {task.name!r} is {task.kind} data.")
     same_task = metadata.get("task") == task.name and "task_values" in metadata and name == metadata.get("space")
     values = metadata["task_values"] if same_task else task_values(task)
-    configs = heldout_configs(spec, values, num, seed=int(metadata.get("seed", 0)))
     recorded = [row.get("hash") for row in metadata.get("heldout", []) if isinstance(row, Mapping)] if same_task else []
+    return spec, values, recorded
+
+
+def _heldout(num: int, task: TaskData, metadata: Mapping[str, Any], space: str | None) -> list[Any]:
+    """The first `num` held-out configs of the GHN's space, drawn with the task values and seed it trained with."""
+    spec, values, recorded = _space_of(task, metadata, space, "heldout")
+    configs = heldout_configs(spec, values, num, seed=int(metadata.get("seed", 0)))
     drawn = [config_hash(c) for c in configs[: len(recorded)]]
     if recorded and drawn != recorded[: len(drawn)]:
         logger.warning(
             "The held-out architectures drawn from %r differ from those the GHN recorded, so some may have been "
             "trained on (was it trained with a seed other than the metadata's 'seed', default 0?). Pass "
-            "architectures by spec to be sure.", name,
+            "architectures by spec to be sure.", spec.name,
         )
     return configs
+
+
+def _training(num: int, task: TaskData, metadata: Mapping[str, Any], space: str | None) -> list[Any]:
+    """The first `num` distinct training configs of the GHN's space, drawn as its training drew them (seed, task
+    values, its recorded held-out architectures left out): what the GHN fit, to tell underfitting from not
+    generalizing."""
+    spec, values, recorded = _space_of(task, metadata, space, "train")
+    if not recorded:
+        raise ConfigError(
+            f"'train:N' draws the GHN's training architectures of space {spec.name!r} past its held-out ones, but "
+            "its metadata records none for this task and space (a GHN saved by train_ghn.py records them). Use "
+            "'heldout:N' or name architectures such as 'zoo:resnet18-cifar'."
+        )
+    sampler = ArchitectureSampler(spec, seed=int(metadata.get("seed", 0)), task_values=values, exclude=recorded)
+    return sampler.distinct(num)
 
 
 def _zoo_target(name: str, config: Any) -> _Target:

@@ -22,7 +22,7 @@ class ArchInfo:
     """One evaluated architecture."""
 
     name: str
-    """'heldout:<i>' for the i-th held-out draw, else the spec it was named by ('zoo:resnet18-cifar')."""
+    """'heldout:<i>' / 'train:<i>' for the i-th held-out / training draw, else the spec it was named by."""
     family: str
     hash: str
     num_params: int
