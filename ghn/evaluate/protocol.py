@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from ghn._logging import get_logger
 from ghn.data import TASKS, ByteTokenizer, TaskData, load_task
-from ghn.data.architectures import heldout_configs, make_architecture, task_values
+from ghn.data.architectures import heldout_configs, make_architecture, task_values, training_sampler
 from ghn.data.metrics import logits_of
 from ghn.errors import ConfigError
 from ghn.evaluate.inits import INITS, InitContext, InitSpec
@@ -36,7 +36,7 @@ from ghn.evaluate.result import ArchInfo, EvalResult, RunResult
 from ghn.graph import ComputationGraph, build_graph
 from ghn.nn import GHN, load_ghn
 from ghn.zoo import FAMILIES, SOURCES, config_hash, create, family_of, lookup_config
-from ghn.zoo.space import SPACES, ArchitectureSampler, SpaceSpec, adapt_config
+from ghn.zoo.space import SPACES, SpaceSpec, adapt_config
 
 __all__ = ["evaluate_ghn", "parse_archs", "check_steps"]
 
@@ -338,8 +338,7 @@ def _training(num: int, task: TaskData, metadata: Mapping[str, Any], space: str 
             "its metadata records none for this task and space (a GHN saved by train_ghn.py records them). Use "
             "'heldout:N' or name architectures such as 'zoo:resnet18-cifar'."
         )
-    sampler = ArchitectureSampler(spec, seed=int(metadata.get("seed", 0)), task_values=values, exclude=recorded)
-    return sampler.distinct(num)
+    return training_sampler(spec, values, seed=int(metadata.get("seed", 0)), exclude=recorded).distinct(num)
 
 
 def _zoo_target(name: str, config: Any) -> _Target:

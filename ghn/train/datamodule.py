@@ -21,6 +21,7 @@ from ghn.data.architectures import (
     collate_architectures,
     heldout_configs,
     task_values,
+    training_sampler,
 )
 from ghn.errors import ConfigError
 from ghn.zoo import lookup_config
@@ -123,9 +124,7 @@ class GHNDataModule(L.LightningDataModule):
         rank = self.trainer.global_rank if self.trainer is not None else 0
         progress = self.progress and rank == 0  # every rank builds the graphs; one bar, like Lightning's own
         self.heldout = ArchitectureDataset(configs, progress=progress, description="held-out graphs")
-        self._sampler = ArchitectureSampler(
-            space, seed=config.seed, task_values=values, exclude=self.heldout.hashes
-        )
+        self._sampler = training_sampler(space, values, seed=config.seed, exclude=self.heldout.hashes)
         if config.num_train_archs is None:
             self.train_archs = SampledArchitectures(self._sampler, rank=rank)
         else:
