@@ -28,7 +28,8 @@ def _heldout_scores(name: str, count: int) -> tuple[list[float], list[float]]:
     meta = hypernet.metadata
     task = load_task(meta["task"], **({"context": meta["task_values"]["n_positions"]} if meta["task_kind"] == "text" else {}))
     data = list(torch.utils.data.DataLoader(task.test, batch_size=256))[:4]
-    archs = [make_architecture(c) for c in heldout_configs(meta["space"], task_values(task), count, seed=0)]
+    space = meta.get("heldout_space") or meta["space"]  # a GHN trained in stages keeps its first stage's held-out
+    archs = [make_architecture(c) for c in heldout_configs(space, task_values(task), count, seed=0)]
     key = "acc" if task.kind == "image" else "loss"
     predicted, random = [], []
     for arch in archs:

@@ -297,8 +297,12 @@ def _space_of(
     task: TaskData, metadata: Mapping[str, Any], space: str | None, item: str
 ) -> tuple[SpaceSpec, dict[str, Any], list[str]]:
     """The space a 'heldout:N' / 'train:N' item draws from, the task values the GHN drew with, and the held-out
-    hashes it recorded (none unless the GHN trained on this task and space)."""
-    name = space or metadata.get("space")
+    hashes it recorded (none unless the GHN trained on this task and space). Held-out draws come from the GHN's
+    `heldout_space` where it recorded one (a GHN trained in stages), training draws from its `space`."""
+    own = metadata.get("space")
+    if item == "heldout":
+        own = metadata.get("heldout_space") or own
+    name = space or own
     if name is None:
         raise ConfigError(
             f"'{item}:N' needs the GHN's architecture space, but its metadata has none. Pass space='mixed-tiny' "
@@ -307,7 +311,7 @@ def _space_of(
     spec = SPACES.get(name)
     if spec.task != task.kind:
         raise ConfigError(f"Space {name!r} holds {spec.task} models but task {task.name!r} is {task.kind} data.")
-    same_task = metadata.get("task") == task.name and "task_values" in metadata and name == metadata.get("space")
+    same_task = metadata.get("task") == task.name and "task_values" in metadata and name == own
     values = metadata["task_values"] if same_task else task_values(task)
     recorded = [row.get("hash") for row in metadata.get("heldout", []) if isinstance(row, Mapping)] if same_task else []
     return spec, values, recorded

@@ -137,9 +137,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         out_dir,
         task=data.task,
         space=data.space,
+        heldout_space=datamodule.heldout_space,
         steps=trainer.global_step,
         task_kind=datamodule.task.kind,
         task_values=task_values(datamodule.task),
+        **({"init_from": model.init_from} if model.init_from is not None else {}),
     )
     save()  # before the held-out evaluation, so a process killed during it keeps the trained GHN
     if cli.config.final_eval:

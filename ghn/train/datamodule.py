@@ -46,6 +46,9 @@ class GHNDataModule(L.LightningDataModule):
             vits, gpts, plain, and their -tiny versions.
         num_train_archs: size of the fixed set of distinct training architectures; None samples without end.
         num_heldout_archs: held-out architectures (never trained on) for validation and the final table.
+        heldout_space: the space the held-out architectures are drawn from (default: `space`). A GHN trained in
+            stages (`GHNModule.init_from`) on another space keeps its first stage's held-out draws this way: name
+            that stage's space, with the same seed, and no stage trains on them.
         heldout_presets: named zoo presets (e.g. 'resnet18-cifar') also held out, adapted to the task's shapes.
         meta_batch_size: architectures per training step (m).
         batch_size: data samples per training step, shared by the m architectures.
@@ -62,6 +65,7 @@ class GHNDataModule(L.LightningDataModule):
         space: str = "mixed-plain-tiny",
         num_train_archs: int | None = 300,
         num_heldout_archs: int = 20,
+        heldout_space: str | None = None,
         heldout_presets: tuple[str, ...] = (),
         meta_batch_size: int = 4,
         batch_size: int = 64,
@@ -84,6 +88,11 @@ class GHNDataModule(L.LightningDataModule):
             raise ConfigError(f"num_workers must be >= 0, got {num_workers!r}.")
         TASKS.get(task)
         SPACES.get(space)  # unknown names fail here, before any work
+        if heldout_space is not None and SPACES.get(heldout_space).task != SPACES.get(space).task:
+            raise ConfigError(
+                f"heldout_space {heldout_space!r} holds {SPACES.get(heldout_space).task} models but space {space!r} "
+                f"holds {SPACES.get(space).task} models; draw held-out architectures of the kind the GHN trains on."
+            )
         for name in heldout_presets:
             lookup_config(name)
         self.save_hyperparameters()
@@ -94,6 +103,11 @@ class GHNDataModule(L.LightningDataModule):
         self.heldout: ArchitectureDataset | None = None
         self._eval_cache: dict[str, list] = {}
         self._sampler: ArchitectureSampler | None = None
+
+    @property
+    def heldout_space(self) -> str:
+        """The space the held-out architectures come from: `heldout_space`, else the training space."""
+        return self.config.heldout_space or self.config.space
 
     # -- setup ---------------------------------------------------------------------------------------------------
     def load_task(self) -> TaskData:
@@ -119,7 +133,7 @@ class GHNDataModule(L.LightningDataModule):
         self.load_task()
         space = SPACES.get(config.space)
         values = task_values(self.task)
-        configs = heldout_configs(space, values, config.num_heldout_archs, seed=config.seed)
+        configs = heldout_configs(self.heldout_space, values, config.num_heldout_archs, seed=config.seed)
         configs += [adapt_config(lookup_config(name)[1], values) for name in config.heldout_presets]
         rank = self.trainer.global_rank if self.trainer is not None else 0
         progress = self.progress and rank == 0  # every rank builds the graphs; one bar, like Lightning's own

@@ -66,6 +66,10 @@ class GHNModule(L.LightningModule):
             the loss before training (issue 11's k-step objective).
         lookahead_lr: the inner Adam learning rate; k steps at lr cover about k * lr / 1e-3 fine-tuning steps at
             the evaluation protocol's lr 1e-3. Defaults (2 steps at 0.01) are the digits recipe (v5 in RESULTS.md).
+        init_from: a trained GHN to start from instead of a fresh one (a directory, a shipped name such as
+            'logah-tiny.digits' or a URL, as `ghn.from_pretrained` takes them), so a GHN can be trained in stages
+            (e.g. on more of a family it fits poorly; RESULTS.md, issue 11). Its config must be the one `ghn`,
+            `ghn_overrides` and the flags above build, `init_blend` aside (this run's is the one it ships with).
         model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
     """
 
@@ -83,6 +87,7 @@ class GHNModule(L.LightningModule):
         centered_units: bool = True,
         lookahead_steps: int = 2,
         lookahead_lr: float = 0.01,
+        init_from: str | None = None,
         model_cache_size: int = 256,
     ) -> None:
         super().__init__()
@@ -110,9 +115,12 @@ class GHNModule(L.LightningModule):
         self.save_hyperparameters({
             "ghn": config.to_dict(), "optim": optim.__dict__, "deviation_penalty": deviation_penalty,
             "deviation_max_penalty": deviation_max_penalty, "noise": noise,
-            "lookahead_steps": lookahead_steps, "lookahead_lr": lookahead_lr,
+            "lookahead_steps": lookahead_steps, "lookahead_lr": lookahead_lr, "init_from": init_from,
         })  # fmt: skip
         self.ghn = GHN(config)
+        self.init_from = init_from
+        if init_from is not None:
+            self._start_from(init_from)
         self.optim = optim
         self.deviation_penalty = deviation_penalty
         self.deviation_max_penalty = deviation_max_penalty
@@ -126,6 +134,23 @@ class GHNModule(L.LightningModule):
         self._param_scales: dict[str, dict[str, ParamScale]] = {}
         self._bounded_names: dict[str, list[str]] = {}
         self._step_start = time.perf_counter()
+
+    def _start_from(self, source: str) -> None:
+        """Load the weights of the trained GHN `source` into this module's GHN (same config, or an error)."""
+        from ghn.hub import from_pretrained
+
+        start = from_pretrained(source)
+        ours, theirs = self.ghn.config.to_dict(), start.config.to_dict()
+        differ = sorted(  # init_blend only says how `ghn.predict` uses the weights: each stage sets its own
+            key for key in ours.keys() | theirs.keys() if key != "init_blend" and ours.get(key) != theirs.get(key)
+        )
+        if differ:
+            raise ConfigError(
+                f"init_from {source!r} is a GHN whose {', '.join(differ)} differ from the GHN this run builds "
+                f"({', '.join(f'{k}={ours.get(k)!r} vs {theirs.get(k)!r}' for k in differ)}). Set --model.ghn, "
+                "--model.ghn_overrides and the --model flags of those fields to the values it was trained with."
+            )
+        self.ghn.load_state_dict(start.state_dict())
 
     # -- target networks ------------------------------------------------------------------------------------------
     def target_model(self, arch: Architecture) -> nn.Module:

@@ -201,12 +201,17 @@ def build_plain(config: PlainConfig) -> PlainNetwork:
 
 
 def _sample(
-    generator: torch.Generator, *, widths: tuple[int, ...], max_stages: int, head_widths: tuple[int, ...]
+    generator: torch.Generator,
+    *,
+    widths: tuple[int, ...],
+    max_stages: int,
+    head_widths: tuple[int, ...],
+    mlp_share: float = 0.4,
 ) -> PlainConfig:
-    """One plain network: an MLP (40%) or a conv stack (60%) with random widths, norm, activation and head."""
+    """One plain network: an MLP (`mlp_share`) or a conv stack with random widths, norm, activation and head."""
     activation = _random.choice(generator, tuple(ACTIVATIONS))
     bias = _random.coin(generator, 0.7)
-    if _random.coin(generator, 0.4):
+    if _random.coin(generator, mlp_share):
         depth = _random.randint(generator, 1, 3)
         norm = _random.choice(generator, ("none", "none", "batch", "layer"))
         hidden = tuple(sorted((4 * _random.choice(generator, widths) for _ in range(depth)), reverse=True))
@@ -245,6 +250,13 @@ def sample_tiny_plain_config(generator: torch.Generator) -> PlainConfig:
     return _sample(generator, widths=(6, 8, 12, 16, 24, 32, 48, 64), max_stages=3, head_widths=(16, 32, 64, 128))
 
 
+def sample_tiny_plain_conv_config(generator: torch.Generator) -> PlainConfig:
+    """A CPU-sized plain conv stack, as `sample_tiny_plain_config` draws them but never an MLP."""
+    return _sample(
+        generator, widths=(6, 8, 12, 16, 24, 32, 48, 64), max_stages=3, head_widths=(16, 32, 64, 128), mlp_share=0.0
+    )
+
+
 def _presets() -> dict[str, PlainConfig]:
     return {
         "lenet5": PlainConfig(),
@@ -260,7 +272,7 @@ FAMILIES.register(
         config_cls=PlainConfig,
         build=build_plain,
         sample=sample_plain_config,
-        variants={"tiny": sample_tiny_plain_config},
+        variants={"tiny": sample_tiny_plain_config, "tiny-conv": sample_tiny_plain_conv_config},
         presets=_presets(),
         task="image",
     ),

@@ -180,6 +180,16 @@ _register(
     FamilyChoice("vit", 0.3, variant="tiny"),
     FamilyChoice("plain", 0.25, variant="tiny"),
 )
+# mixed-plain-tiny with half of all draws plain conv stacks: the second stage of the digits GHN, trained from one
+# that fits mixed-plain-tiny (issue 11: the first stage fits conv stacks poorly; from scratch this mix fits nothing).
+_register(
+    "mixed-convs-tiny",
+    FamilyChoice("cnn", 0.125, variant="tiny"),
+    FamilyChoice("resnet", 0.1, variant="tiny"),
+    FamilyChoice("vit", 0.15, variant="tiny"),
+    FamilyChoice("plain", 0.125, variant="tiny"),
+    FamilyChoice("plain", 0.5, variant="tiny-conv"),
+)
 # lms-tiny with plain-PyTorch LMs (`nn.TransformerEncoder`, PyTorch's default init), the text shapes of user code.
 _register(
     "lms-plain-tiny",

@@ -243,10 +243,65 @@ def test_text_task_trains_gpt_space(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in summary["heldout"])
 
 
-def test_configs_parse():
+def _same_weights(a: GHN, b: GHN) -> bool:
+    ours, theirs = a.state_dict(), b.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_configs_parse(tmp_path):
     for path in sorted((ROOT / "configs").glob("*.yaml")):
-        cli = build_cli(["--config", str(path), "--trainer.logger", "false"])
+        args = ["--config", str(path), "--trainer.logger", "false"]
+        if "init_from:" in path.read_text():  # a later stage: start it from a GHN of the config it builds
+            first = build_cli([*args, "--model.init_from", "null"]).model.ghn
+            start = first.save_pretrained(tmp_path / path.stem)
+            args += ["--model.init_from", str(start)]
+        cli = build_cli(args)
         assert cli.model.ghn.num_parameters() > 0, path
+        if cli.model.init_from is not None:
+            assert _same_weights(cli.model.ghn, first), path
+
+
+def test_init_from_starts_training_at_a_saved_ghn_and_keeps_its_heldout_draws(tmp_path):
+    """A second stage: the first stage's GHN is where training starts, its held-out draws (heldout_space) stay held
+    out, and the saved GHN records both, so 'heldout:N' and 'train:N' redraw what each stage left out and fit."""
+    from ghn.data.architectures import heldout_configs, task_values
+    from ghn.evaluate import evaluate_ghn
+    from ghn.zoo import config_hash
+
+    _run(tmp_path / "first", "--trainer.max_steps", "1", "--data.space", "mixed-plain-tiny", "--final_eval", "false")
+    first = GHN.load(tmp_path / "first" / "ghn")
+    module = GHNModule(init_from=str(tmp_path / "first" / "ghn"), init_blend=0.3)  # a stage's own blend
+    assert module.ghn.config.init_blend == 0.3
+    assert _same_weights(module.ghn, first)
+
+    _run(
+        tmp_path / "second", "--trainer.max_steps", "1", "--model.init_from", str(tmp_path / "first" / "ghn"),
+        "--data.space", "mixed-convs-tiny", "--data.heldout_space", "mixed-plain-tiny",
+    )  # fmt: skip
+    second = GHN.load(tmp_path / "second" / "ghn")
+    meta = second.metadata
+    assert meta["space"] == "mixed-convs-tiny" and meta["heldout_space"] == "mixed-plain-tiny"
+    assert meta["init_from"] == str(tmp_path / "first" / "ghn")
+    heldout = [config_hash(c) for c in heldout_configs("mixed-plain-tiny", meta["task_values"], 2)]
+    assert [row["hash"] for row in meta["heldout"]] == heldout
+    small = {"steps": (0,), "seeds": 1, "inits": ("ghn",)}
+    assert [a.hash for a in evaluate_ghn(second, archs="heldout:2", **small).archs] == heldout
+    data = GHNDataModule(space="mixed-convs-tiny", heldout_space="mixed-plain-tiny", num_train_archs=8,
+                         num_heldout_archs=2, progress=False)  # fmt: skip
+    data.setup()
+    assert data.heldout.hashes == heldout and not set(data.train_archs.hashes) & set(heldout)
+    trained = evaluate_ghn(second, archs="train:2", **small).archs
+    assert [a.hash for a in trained] == data.train_archs.hashes[:2]
+
+
+def test_init_from_a_ghn_of_another_config_fails_in_one_line(tmp_path):
+    GHN.from_preset("logah-tiny").save_pretrained(tmp_path / "plain")  # no own spectrum, no centered units
+    with pytest.raises(ConfigError, match="init_from .* whose centered_units, own_spectrum differ"):
+        GHNModule(init_from=str(tmp_path / "plain"))
+    with pytest.raises(UnknownNameError):
+        GHNModule(init_from="logah-tiny.digitz")
+    with pytest.raises(ConfigError, match="heldout_space 'gpts-tiny' holds text models"):
+        GHNDataModule(space="mixed-plain-tiny", heldout_space="gpts-tiny")
 
 
 def test_ddp_two_cpu_processes(tmp_path):

@@ -108,6 +108,17 @@ def test_mixed_plain_tiny_space_draws_every_family():
     assert {type(c).__name__ for c in configs} == {"CNNConfig", "ResNetConfig", "ViTConfig", "PlainConfig"}
 
 
+def test_conv_variant_and_the_conv_heavy_space_draw_conv_stacks():
+    sample = FAMILIES.get("plain").variants["tiny-conv"]
+    generator = torch.Generator().manual_seed(0)
+    configs = [sample(generator) for _ in range(60)]
+    assert {c.kind for c in configs} == {"conv"} and {c.norm for c in configs} == {"none", "batch", "group"}
+    draws = ArchitectureSampler("mixed-convs-tiny", seed=0, task_values=DIGITS).distinct(200)
+    convs = sum(getattr(c, "kind", None) == "conv" for c in draws)
+    assert 0.45 < convs / len(draws) < 0.8
+    assert {type(c).__name__ for c in draws} == {"CNNConfig", "ResNetConfig", "ViTConfig", "PlainConfig"}
+
+
 def test_every_parameter_of_plain_draws_is_predicted():
     model_ghn = ghn.GHN.from_preset("logah-tiny")
     for config in _tiny_draws(8, seed=1):
