@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from ghn.data.architectures import Architecture
 from ghn.data.metrics import evaluate, task_loss
-from ghn.errors import ConfigError
+from ghn.errors import CheckpointError, ConfigError
 from ghn.nn import GHN, GHN_PRESETS, GHNConfig
 from ghn.nn.normalize import ParamScale, deviation, param_scales, reference_std
 from ghn.predict import blend_with_init, is_blended
@@ -66,8 +66,8 @@ class GHNModule(L.LightningModule):
             the loss before training (issue 11's k-step objective).
         lookahead_lr: the inner Adam learning rate; k steps at lr cover about k * lr / 1e-3 fine-tuning steps at
             the evaluation protocol's lr 1e-3. Defaults (2 steps at 0.01) are the digits recipe (v5 in RESULTS.md).
-        init_from: a trained GHN to start from instead of a fresh one (a directory, a shipped name such as
-            'logah-tiny.digits' or a URL, as `ghn.from_pretrained` takes them), so a GHN can be trained in stages
+        init_from: a trained GHN to start from instead of a fresh one (a directory or `.safetensors` file that
+            `GHN.load` reads, e.g. pretrained/logah-tiny.digits), so a GHN can be trained in stages
             (e.g. on more of a family it fits poorly; RESULTS.md, issue 11). Its config must be the one `ghn`,
             `ghn_overrides` and the flags above build, `init_blend` aside (this run's is the one it ships with).
         model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
@@ -137,9 +137,10 @@ class GHNModule(L.LightningModule):
 
     def _start_from(self, source: str) -> None:
         """Load the weights of the trained GHN `source` into this module's GHN (same config, or an error)."""
-        from ghn.hub import from_pretrained
-
-        start = from_pretrained(source)
+        try:
+            start = GHN.load(source)
+        except CheckpointError as err:
+            raise CheckpointError(f"init_from {source!r}: {err}") from err
         ours, theirs = self.ghn.config.to_dict(), start.config.to_dict()
         differ = sorted(  # init_blend only says how `ghn.predict` uses the weights: each stage sets its own
             key for key in ours.keys() | theirs.keys() if key != "init_blend" and ours.get(key) != theirs.get(key)

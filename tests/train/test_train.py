@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ghn.errors import ConfigError, UnknownNameError
+from ghn.errors import CheckpointError, ConfigError, UnknownNameError
 from ghn.nn import GHN
 from ghn.train import GHNDataModule, GHNModule
 from ghn.train.cli import build_cli, main
@@ -298,8 +298,8 @@ def test_init_from_a_ghn_of_another_config_fails_in_one_line(tmp_path):
     GHN.from_preset("logah-tiny").save_pretrained(tmp_path / "plain")  # no own spectrum, no centered units
     with pytest.raises(ConfigError, match="init_from .* whose centered_units, own_spectrum differ"):
         GHNModule(init_from=str(tmp_path / "plain"))
-    with pytest.raises(UnknownNameError):
-        GHNModule(init_from="logah-tiny.digitz")
+    with pytest.raises(CheckpointError, match="init_from 'runs/nowhere': No GHN checkpoint at"):
+        GHNModule(init_from="runs/nowhere")
     with pytest.raises(ConfigError, match="heldout_space 'gpts-tiny' holds text models"):
         GHNDataModule(space="mixed-plain-tiny", heldout_space="gpts-tiny")
 
