@@ -180,8 +180,9 @@ _register(
     FamilyChoice("vit", 0.3, variant="tiny"),
     FamilyChoice("plain", 0.25, variant="tiny"),
 )
-# mixed-plain-tiny with half of all draws plain conv stacks: the second stage of the digits GHN, trained from one
-# that fits mixed-plain-tiny (issue 11: the first stage fits conv stacks poorly; from scratch this mix fits nothing).
+# mixed-plain-tiny at half weight and plain conv stacks for the other half: a second training stage for a GHN that was
+# trained on mixed-plain-tiny and fits conv stacks poorly (issue 11; trained from scratch, a conv-heavy mix fit less of
+# every family: c1 in benchmarks/RESULTS.md).
 _register(
     "mixed-convs-tiny",
     FamilyChoice("cnn", 0.125, variant="tiny"),
