@@ -57,13 +57,13 @@ def heldout_configs(space: SpaceSpec | str, task_values: Mapping[str, Any], num:
     return sampler.distinct(num)
 
 
-
 def training_sampler(
     space: SpaceSpec | str, task_values: Mapping[str, Any], *, seed: int = 0, exclude: Sequence[str] = ()
 ) -> ArchitectureSampler:
     """The stream a GHN trained with seed `seed` draws its training architectures from, past the held-out hashes
     `exclude`: `distinct(n)` is its fixed training set (or that set's first n), iterating it the endless one."""
     return ArchitectureSampler(space, seed=seed, task_values=task_values, exclude=exclude)
+
 
 @dataclass
 class Architecture:

@@ -87,11 +87,12 @@ class GHNDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers!r}.")
         TASKS.get(task)
-        SPACES.get(space)  # unknown names fail here, before any work
-        if heldout_space is not None and SPACES.get(heldout_space).task != SPACES.get(space).task:
+        kind = SPACES.get(space).task  # unknown names fail here, before any work
+        heldout_kind = kind if heldout_space is None else SPACES.get(heldout_space).task
+        if heldout_kind != kind:
             raise ConfigError(
-                f"heldout_space {heldout_space!r} holds {SPACES.get(heldout_space).task} models but space {space!r} "
-                f"holds {SPACES.get(space).task} models; draw held-out architectures of the kind the GHN trains on."
+                f"heldout_space {heldout_space!r} holds {heldout_kind} models but space {space!r} holds {kind} "
+                "models; draw held-out architectures of the kind the GHN trains on."
             )
         for name in heldout_presets:
             lookup_config(name)
