@@ -142,6 +142,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
         task_kind=datamodule.task.kind,
         task_values=task_values(datamodule.task),
         **({"init_from": model.init_from} if model.init_from is not None else {}),
+        **({"replay_archs": data.replay_archs} if data.replay_archs else {}),
     )
     save()  # before the held-out evaluation, so a process killed during it keeps the trained GHN
     if cli.config.final_eval:

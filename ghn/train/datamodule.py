@@ -24,7 +24,7 @@ from ghn.data.architectures import (
     training_sampler,
 )
 from ghn.errors import ConfigError
-from ghn.zoo import lookup_config
+from ghn.zoo import config_hash, lookup_config
 from ghn.zoo.space import SPACES, ArchitectureSampler, adapt_config
 
 __all__ = ["GHNDataModule"]
@@ -49,9 +49,15 @@ class GHNDataModule(L.LightningDataModule):
         heldout_space: the space the held-out architectures are drawn from (default: `space`). A GHN trained in
             stages (`GHNModule.init_from`) on another space keeps its first stage's held-out draws this way: name
             that stage's space, with the same seed, and no stage trains on them.
+        replay_archs: the first N training architectures of `heldout_space` (an earlier stage's training set, drawn
+            as that stage drew them with the same seed) join this stage's training set, so a later stage keeps
+            training on what the first one fit beside `space`'s new networks (needs `num_train_archs`).
         heldout_presets: named zoo presets (e.g. 'resnet18-cifar') also held out, adapted to the task's shapes.
         meta_batch_size: architectures per training step (m).
-        batch_size: data samples per training step, shared by the m architectures.
+        batch_size: data samples per training step, shared by the m architectures (each architecture's own
+            samples with `batch_per_arch`).
+        batch_per_arch: every architecture of a meta-batch trains on its own `batch_size` samples (a loader batch
+            of m * batch_size), rather than all m on the same ones: more distinct data per step at the same cost.
         eval_batch_size: data samples per evaluation batch.
         num_workers: DataLoader workers for the data batches.
         seed: seed of architecture sampling (held-out architectures use a derived seed).
@@ -66,9 +72,11 @@ class GHNDataModule(L.LightningDataModule):
         num_train_archs: int | None = 300,
         num_heldout_archs: int = 20,
         heldout_space: str | None = None,
+        replay_archs: int = 0,
         heldout_presets: tuple[str, ...] = (),
         meta_batch_size: int = 4,
         batch_size: int = 64,
+        batch_per_arch: bool = False,
         eval_batch_size: int = 512,
         num_workers: int = 0,
         seed: int = 0,
@@ -86,6 +94,13 @@ class GHNDataModule(L.LightningDataModule):
             )
         if num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {num_workers!r}.")
+        if replay_archs < 0:
+            raise ConfigError(f"replay_archs must be >= 0, got {replay_archs!r}.")
+        if replay_archs and num_train_archs is None:
+            raise ConfigError(
+                "replay_archs adds an earlier stage's training architectures to a fixed training set; set "
+                "num_train_archs (an endless stream of new architectures has no set to add them to)."
+            )
         TASKS.get(task)
         kind = SPACES.get(space).task  # unknown names fail here, before any work
         heldout_kind = kind if heldout_space is None else SPACES.get(heldout_space).task
@@ -143,13 +158,22 @@ class GHNDataModule(L.LightningDataModule):
         if config.num_train_archs is None:
             self.train_archs = SampledArchitectures(self._sampler, rank=rank)
         else:
-            configs = self._sampler.distinct(config.num_train_archs)
+            configs = self._sampler.distinct(config.num_train_archs) + self._replayed(values)
+            configs = list({config_hash(c): c for c in configs}.values())  # a replayed draw may also be a new one
             self.train_archs = ArchitectureDataset(configs, progress=progress, description="training graphs")
         logger.info(
-            "Task %s (%s); space %s; %s training and %d held-out architectures",
+            "Task %s (%s); space %s; %s training and %d held-out architectures%s",
             config.task, self.task.kind, config.space,
-            "endless" if config.num_train_archs is None else config.num_train_archs, len(self.heldout),
+            "endless" if config.num_train_archs is None else len(self.train_archs), len(self.heldout),
+            f" ({config.replay_archs} of them replayed from {self.heldout_space})" if config.replay_archs else "",
         )
+
+    def _replayed(self, values: dict[str, Any]) -> list[Any]:
+        """The first `replay_archs` training configs of `heldout_space`, drawn as a stage trained on it drew them."""
+        if not self.config.replay_archs:
+            return []
+        stream = training_sampler(self.heldout_space, values, seed=self.config.seed, exclude=self.heldout.hashes)
+        return stream.distinct(self.config.replay_archs)
 
     # -- loaders -------------------------------------------------------------------------------------------------
     def train_dataloader(self) -> CombinedLoader:
@@ -164,13 +188,23 @@ class GHNDataModule(L.LightningDataModule):
         )
         data = DataLoader(
             self.task.train,
-            batch_size=config.batch_size,
+            batch_size=config.batch_size * (config.meta_batch_size if config.batch_per_arch else 1),
             shuffle=True,
             drop_last=True,
             num_workers=config.num_workers,
             persistent_workers=config.num_workers > 0,
         )
         return CombinedLoader({"archs": archs, "data": data}, mode="max_size_cycle" if is_map else "min_size")
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """With `batch_per_arch`, a training batch's data is split into one (x, y) of `batch_size` per architecture,
+        as 'data_per_arch'."""
+        if not (self.config.batch_per_arch and "data" in batch):
+            return batch
+        x, y = batch["data"]
+        num = len(batch["archs"])
+        rest = {key: value for key, value in batch.items() if key != "data"}
+        return {**rest, "data_per_arch": list(zip(x.chunk(num), y.chunk(num), strict=True))}
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.heldout, batch_size=self.config.meta_batch_size, shuffle=False, collate_fn=_archs_batch)

@@ -177,12 +177,13 @@ class GHNModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         archs: list[Architecture] = batch["archs"]
-        x, y = batch["data"]
+        # one (x, y) for all architectures, or one each (`GHNDataModule.batch_per_arch`)
+        per_arch = batch.get("data_per_arch") or [batch["data"]] * len(archs)
         predicted = self.ghn([a.graph for a in archs])
         losses, penalties, peaks = [], [], []
         by_family: dict[str, list[Tensor]] = defaultdict(list)
         correct, count = 0, 0
-        for arch, params in zip(archs, predicted):
+        for arch, params, (x, y) in zip(archs, predicted, per_arch, strict=True):
             model = self.target_model(arch).train()
             penalties.append(self._deviation(arch, params))
             peaks.append(self._deviation(arch, params, reduce="max"))

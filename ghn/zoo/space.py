@@ -165,6 +165,7 @@ _register("gpts-tiny", FamilyChoice("gpt2", variant="tiny"))
 _register("llamas-tiny", FamilyChoice("llama", variant="tiny"))
 _register("lms-tiny", FamilyChoice("gpt2", variant="tiny"), FamilyChoice("llama", variant="tiny"))
 _register("plain-tiny", FamilyChoice("plain", variant="tiny"))
+_register("plain-convs-tiny", FamilyChoice("plain", variant="tiny-conv"))  # conv stacks of every norm, no MLPs
 _register(
     "mixed-tiny",
     FamilyChoice("cnn", 0.4, variant="tiny"),

@@ -294,6 +294,60 @@ def test_init_from_starts_training_at_a_saved_ghn_and_keeps_its_heldout_draws(tm
     assert [a.hash for a in trained] == data.train_archs.hashes[:2]
 
 
+def test_replay_archs_trains_a_later_stage_on_the_first_stages_draws_too(tmp_path):
+    """replay_archs adds the first stage's training draws (heldout_space, same seed) to the new space's; the saved GHN
+    records how many, and bad values fail before any work."""
+    first = GHNDataModule(space="mixed-plain-tiny", num_train_archs=6, num_heldout_archs=2, progress=False)
+    first.setup()
+    second = GHNDataModule(space="plain-convs-tiny", heldout_space="mixed-plain-tiny", num_train_archs=4,
+                           replay_archs=6, num_heldout_archs=2, progress=False)  # fmt: skip
+    second.setup()
+    assert second.heldout.hashes == first.heldout.hashes
+    assert second.train_archs.hashes[-6:] == first.train_archs.hashes
+    assert len(second.train_archs) == 10 and not set(second.train_archs.hashes) & set(first.heldout.hashes)
+    assert {a.config.kind for a in second.train_archs[:4]} == {"conv"}
+
+    _run(tmp_path / "first", "--trainer.max_steps", "1", "--final_eval", "false")
+    _run(
+        tmp_path / "second", "--trainer.max_steps", "2", "--model.init_from", str(tmp_path / "first" / "ghn"),
+        "--data.space", "plain-convs-tiny", "--data.heldout_space", "mixed-plain-tiny", "--data.replay_archs", "8",
+        "--final_eval", "false",
+    )  # fmt: skip
+    assert GHN.load(tmp_path / "second" / "ghn").metadata["replay_archs"] == 8
+    with pytest.raises(ConfigError, match="replay_archs must be >= 0"):
+        GHNDataModule(replay_archs=-1)
+    with pytest.raises(ConfigError, match="set num_train_archs"):
+        GHNDataModule(replay_archs=4, num_train_archs=None)
+
+
+def test_batch_per_arch_gives_every_architecture_its_own_samples(tmp_path, monkeypatch):
+    """batch_per_arch: the loader's batch holds meta_batch_size * batch_size samples, split one chunk per
+    architecture after the transfer, and each architecture's loss is computed on its own chunk."""
+    data = GHNDataModule(num_train_archs=4, num_heldout_archs=2, meta_batch_size=2, batch_size=8,
+                         batch_per_arch=True, progress=False)  # fmt: skip
+    data.setup()
+    x, y = next(iter(data.train_dataloader().flattened[1]))
+    assert x.shape[0] == 16
+    archs = [data.train_archs[0], data.train_archs[1]]
+    batch = data.on_after_batch_transfer({"archs": archs, "data": [x, y]}, 0)
+    (x0, y0), (x1, y1) = batch["data_per_arch"]
+    assert torch.equal(x0, x[:8]) and torch.equal(x1, x[8:]) and torch.equal(y1, y[8:])
+    assert data.on_after_batch_transfer({"archs": archs}, 0) == {"archs": archs}  # validation batches pass through
+
+    module = GHNModule(lookahead_steps=0)
+    losses = {}
+    for name, step in (("own", batch), ("shared", {"archs": archs, "data": [x0, y0]})):
+        torch.manual_seed(0)
+        losses[name] = module.training_step(step, 0).item()
+    assert losses["own"] != losses["shared"]  # the second architecture saw other samples
+    keys = []
+    step = GHNModule.training_step
+    monkeypatch.setattr(GHNModule, "training_step", lambda self, b, i: keys.append(sorted(b)) or step(self, b, i))
+    _run(tmp_path, "--trainer.max_steps", "2", "--data.batch_per_arch", "true", "--data.meta_batch_size", "2",
+         "--final_eval", "false")  # fmt: skip
+    assert keys == [["archs", "data_per_arch"]] * 2  # the trainer calls the datamodule's hook
+
+
 def test_init_from_a_ghn_of_another_config_fails_in_one_line(tmp_path):
     GHN.from_preset("logah-tiny").save_pretrained(tmp_path / "plain")  # no own spectrum, no centered units
     with pytest.raises(ConfigError, match="init_from .* whose centered_units, own_spectrum differ"):
