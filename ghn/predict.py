@@ -518,6 +518,7 @@ class OwnInitMix:
     fraction: float = 0.0
     std: float = 1.0
     free: float = 0.0  # share of the GHN's relative spectrum (`free_spectrum_roles`); 0: every direction at one value
+    tables: bool = False  # a table held as one row at its matrix's spectrum (`GHNConfig.table_spectrum`)
 
     @staticmethod
     def wanted(ghn: GHN) -> bool:
@@ -531,14 +532,14 @@ class OwnInitMix:
             return None
         config = ghn.config
         std = float(reference_std(info, scale))
-        return cls(config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role))
+        return cls(config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role), config.table_spectrum)
 
     def write(self, target: Tensor, value: Tensor | LowRank, *, has_own: bool, info: ParamInfo) -> Tensor:
         """Write `value` mixed with the own init into `target`, which holds the own init when `has_own` (else what
         it holds is ignored and fresh draws of `std` stand in)."""
         own = target.detach().clone() if self.fraction and has_own else None
         if self.spectrum and isinstance(value, LowRank):
-            at_own_spectrum_(target, value, own_std=None if has_own else self.std, free=self.free)
+            at_own_spectrum_(target, value, own_std=None if has_own else self.std, free=self.free, tables=self.tables)
         else:
             _place(target, value)
         if self.fraction:

@@ -717,6 +717,50 @@ def test_free_spectrum_share_mixes_the_flat_and_the_ghns_spectrum_and_is_checked
             GHN.from_preset("logah-tiny", own_spectrum=True, free_spectrum_share=bad)
 
 
+class _PositionTable(nn.Module):
+    """Patches plus a learned (1, N, d) position table, as ViTs hold it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Linear(4, 48)
+        self.pos = nn.Parameter(torch.randn(1, 17, 48) * 0.02)
+        self.head = nn.Linear(48, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.patch(x) + self.pos).mean(1))
+
+
+def test_table_spectrum_puts_a_position_table_at_its_matrix_spectrum_in_predict_and_predict_params() -> None:
+    """GHNConfig.table_spectrum: a (1, N, d) position table is put at the own init's spectrum as an N x d matrix, so
+    its rows are as far apart as the own init's (the GHN alone gives near-copies); `predict` writes what
+    `predict_params` returns, on real and meta models; other parameters are as without it."""
+    torch.manual_seed(0)
+    model, x = _PositionTable(), torch.zeros(2, 17, 4)
+    own = model.pos.detach().clone()
+    base = GHN.from_preset("logah-tiny", own_spectrum=True)
+    tables = GHN(dataclasses.replace(base.config, table_spectrum=True))
+    tables.load_state_dict(base.state_dict())
+
+    def row_cos(table: torch.Tensor) -> float:
+        unit = torch.nn.functional.normalize(table.detach().reshape(17, 48), dim=1)
+        return float(((unit @ unit.T).abs().sum() - 17) / (17 * 16))
+
+    as_vector = predict_params(model, base, example_inputs=x)
+    params = predict_params(model, tables, example_inputs=x)
+    assert row_cos(as_vector["pos"]) > 2 * row_cos(own) and row_cos(params["pos"]) < 1.5 * row_cos(own)
+    assert 0.8 < float(params["pos"].std() / own.std()) < 1.25
+    torch.testing.assert_close(params["patch.weight"], as_vector["patch.weight"])
+    predict(model, tables, example_inputs=x)
+    for name, value in model.named_parameters():  # the Newton-Schulz polar of two code paths: float32 rounding
+        torch.testing.assert_close(value.detach(), params[name].detach(), msg=name, atol=1e-5, rtol=1e-4)
+    with torch.device("meta"):
+        meta = _PositionTable()
+    predict(meta, tables, example_inputs=x.to("meta"))
+    assert torch.isfinite(meta.pos).all() and row_cos(meta.pos) < 1.5 * row_cos(own)
+    with pytest.raises(ConfigError, match="table_spectrum must be True or False"):
+        GHN.from_preset("logah-tiny", own_spectrum=True, table_spectrum="yes")
+
+
 def test_init_blend_must_be_a_fraction() -> None:
     with pytest.raises(ConfigError, match="init_blend must be in"):
         GHN.from_preset("logah-tiny", init_blend=1.0)

@@ -100,6 +100,11 @@ class GHNConfig:
     """How far the `free_spectrum_roles` go from one value per direction towards the GHN's relative strengths: each
     direction at (1 - share) + share * its relative strength (in units of the flat value), so every direction keeps
     at least 1 - share of it. 1: the GHN's spectrum alone."""
+    table_spectrum: bool = False
+    """With `own_spectrum`, put a table held as one row (a (1, N, d) parameter such as a ViT's position embedding) at
+    the own init's spectrum as the N x d matrix it is (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its
+    positions apart. Off, such a table is one vector of the GHN's (issue 11: its predicted positions were near-copies
+    and ViTs fine-tuned behind their own init)."""
     centered_units: bool = False
     """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
     out of every bias its mean deviation from the own init, as a random init has none in expectation: no
@@ -110,7 +115,7 @@ class GHNConfig:
         check_positive(self, "num_op_embeddings")
         if not (isinstance(self.init_blend, (int, float)) and 0.0 <= self.init_blend < 1.0):
             raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
-        for name in ("own_spectrum", "centered_units"):
+        for name in ("own_spectrum", "centered_units", "table_spectrum"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GHNConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         roles = self.free_spectrum_roles

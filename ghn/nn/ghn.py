@@ -214,7 +214,10 @@ class GHN(nn.Module):
                 elif self.config.own_spectrum:
                     role = graphs[members[0][0]].params[members[0][1]].role
                     own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
-                    tensors = at_own_spectrum(group, own_init, top_rms, free=self.config.spectrum_share(role))
+                    tensors = at_own_spectrum(
+                        group, own_init, top_rms, free=self.config.spectrum_share(role),
+                        tables=self.config.table_spectrum,
+                    )
                 else:
                     tensors = group.materialize()
                 for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):

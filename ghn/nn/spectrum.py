@@ -11,6 +11,8 @@ all equally strong (or, for the roles a GHN lists in `free_spectrum_roles`, mixe
 them, `free_spectrum_share` of the way), and A fills the directions the prediction leaves out. Fine-tuning from it
 goes like fine-tuning from the own init (scale, rank and diversity are the init's), from a start the GHN chose
 (issue 11 in benchmarks/RESULTS.md: predictions with a GHN-made spectrum trained slower than the default init).
+A table the decoder holds as one row (a ViT's (1, N, d) position embedding) gets the same rule on its N x d matrix
+when asked (`GHNConfig.table_spectrum`, `table_at_own_spectrum`); otherwise it is one centered vector.
 
 Everything is differentiable in the factors (a thin QR of each factor and a Newton-Schulz polar of the small
 core), so a GHN is trained with the same map `ghn.predict` applies; the own init takes no gradient.
@@ -28,7 +30,10 @@ from torch import Tensor
 
 from ghn.nn.decoder import LowRank, orthogonalize
 
-__all__ = ["at_own_spectrum", "at_own_spectrum_", "gaussian_top_rms", "own_top_rms", "polar"]
+__all__ = [
+    "at_own_spectrum", "at_own_spectrum_", "gaussian_top_rms", "is_table", "own_top_rms", "polar",
+    "table_at_own_spectrum",
+]
 
 _EXACT_SVD_MAX = 1024  # above this min(m, n), the top singular values of the own init come from a randomized SVD
 _PROBE_MIN = 256  # above this min(m, n), an own init that looks i.i.d. gets its Marchenko-Pastur top-r RMS
@@ -149,13 +154,46 @@ def _directions(prediction: LowRank, free: float = 0.0) -> tuple[Tensor | None, 
     return q_rows, relative if free == 1 else (1 - free) * polar(core) + free * relative, q_cols
 
 
-def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = None, *, free: float = 0.0) -> Tensor:
+def is_table(prediction: LowRank) -> bool:
+    """Whether `prediction` is a table held as one row: a (1, N, ..., d) parameter such as a ViT's position
+    embedding, whose decoder rows are (T, 1, R) though the tensor is an N x d matrix of N positions."""
+    shape = prediction.shape
+    return prediction.rows.shape[1] == 1 and len(shape) >= 3 and shape[-1] > 1 and math.prod(shape[1:-1]) > 1
+
+
+def table_at_own_spectrum(prediction: LowRank, own: Tensor, *, free: float = 0.0) -> Tensor:
+    """(T, *shape): each table of `prediction` (`is_table`) as the (N, d) matrix W it is, with the rule of
+    `at_own_spectrum`: `s * P + (I - P P^T) A (I - P^T P)`, P = polar(W) (W's k directions at 1: a table is
+    predicted with k below N), s the RMS of the own init A's top k singular values, A in the directions W leaves
+    out. So the table has A's spectrum and its positions are apart; held as one row, a predicted table had rank
+    2-4 with its positions near-copies, and ViTs fine-tuned behind their own init (issue 11). `free` mixes in W's
+    relative strengths as `_directions` does. Differentiable in the prediction; no gradient flows into A."""
+    T, d = len(prediction), prediction.shape[-1]
+    w = prediction.materialize().reshape(T, -1, d)
+    a = own.detach().to(dtype=w.dtype, device=w.device).reshape(T, -1, d)
+    isometry = polar(w)  # (T, N, d); its Gram projects onto W's row space, P P^T onto its column space
+    ranks = isometry.detach().flatten(1).pow(2).sum(1).round().clamp_min(1).long()
+    top = torch.stack([own_top_rms(a[t : t + 1], int(k))[0] for t, k in enumerate(ranks.tolist())])
+    core = isometry
+    if free:
+        norm = w.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+        core = (1 - free) * isometry + free * w * (ranks.to(w).sqrt()[:, None, None] / norm)
+    rest = a - isometry @ (isometry.transpose(1, 2) @ a)
+    rest = rest - (rest @ isometry.transpose(1, 2)) @ isometry
+    return (core * top.to(w)[:, None, None] + rest).view(T, *prediction.shape)
+
+
+def at_own_spectrum(
+    prediction: LowRank, own: Tensor, top_rms: Tensor | None = None, *, free: float = 0.0, tables: bool = False
+) -> Tensor:
     """(T, *shape): each tensor of `prediction` as `s * polar(W) + (I - P_U) A (I - P_V)` (see the module doc),
     with A the matching tensor of `own` (T, *shape), the model's own init, and s `top_rms` (T,) (default
     `own_top_rms` of A). With `free` f > 0, W's r directions keep f of their relative weights (`_directions`: at
-    f = 1, W scaled to the norm of s * polar(W)) instead of all being s. Differentiable in the prediction; no
-    gradient flows into A.
+    f = 1, W scaled to the norm of s * polar(W)) instead of all being s. With `tables`, a table held as one row
+    goes through `table_at_own_spectrum`. Differentiable in the prediction; no gradient flows into A.
     """
+    if tables and is_table(prediction):
+        return table_at_own_spectrum(prediction, own, free=free)
     q_rows, core, q_cols = _directions(prediction, free)
     T, m, n = len(prediction), prediction.rows.shape[1], prediction.cols.shape[1]
     a = own.detach().to(dtype=core.dtype, device=core.device).reshape(T, m, n)
@@ -172,7 +210,7 @@ def at_own_spectrum(prediction: LowRank, own: Tensor, top_rms: Tensor | None = N
 
 @torch.no_grad()
 def at_own_spectrum_(
-    target: Tensor, prediction: LowRank, *, own_std: float | None = None, free: float = 0.0
+    target: Tensor, prediction: LowRank, *, own_std: float | None = None, free: float = 0.0, tables: bool = False
 ) -> Tensor:
     """`at_own_spectrum` of a one-tensor `prediction`, written in place into `target`, which holds the own init A on
     entry; with `own_std`, A is first drawn there as i.i.d. Gaussian of that std (a model on meta) and s comes from
@@ -180,12 +218,14 @@ def at_own_spectrum_(
     memory), except a float32 copy for a target of another dtype or layout."""
     if target.dtype not in (torch.float32, torch.float64) or not target.is_contiguous():
         work = target.detach().float().contiguous()
-        target.copy_(at_own_spectrum_(work, prediction, own_std=own_std, free=free))
+        target.copy_(at_own_spectrum_(work, prediction, own_std=own_std, free=free, tables=tables))
         return target
     m = prediction.rows.shape[1]
     a = target.view(m, -1)
     if own_std is not None:
         a.normal_(0.0, own_std)
+    if tables and is_table(prediction):
+        return target.copy_(table_at_own_spectrum(prediction, target[None], free=free)[0])
     q_rows, core, q_cols = _directions(prediction, free)
     rank = min(core.shape[1:])
     if own_std is not None:

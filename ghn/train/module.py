@@ -29,6 +29,8 @@ from ghn.train.config import OptimConfig
 
 __all__ = ["GHNModule"]
 
+_STAGE_FIELDS = ("init_blend", "table_spectrum")  # GHN config fields a stage started `init_from` may change
+
 
 class GHNModule(L.LightningModule):
     """Trains a `GHN`.
@@ -60,6 +62,9 @@ class GHNModule(L.LightningModule):
             no predicted bias a shared shift, so no prediction switches off a whole no-norm ReLU layer. On digits
             with plain networks in the space it fixed a held-out conv stack predicted dead and raised the floor
             counts (d13 in RESULTS.md); the pydoc text recipe was measured without it and keeps it off.
+        table_spectrum: `GHNConfig.table_spectrum`: a table held as one row (a ViT's (1, N, d) position embedding)
+            is put at the own init's spectrum as the N x d matrix it is, so its positions are apart (off, the GHN
+            predicted them near-copies and ViTs fine-tuned behind their own init; RESULTS.md, issue 11).
         lookahead_steps: k > 0 adds the task loss after k Adam steps of the predicted network (lr `lookahead_lr`,
             first-order: the update directions are constants) on the second half of the batch to the loss at the
             prediction on the first half, so the GHN is rewarded for predictions that fine-tune well, not only for
@@ -69,7 +74,8 @@ class GHNModule(L.LightningModule):
         init_from: a trained GHN to start from instead of a fresh one (a directory or `.safetensors` file that
             `GHN.load` reads, e.g. pretrained/logah-tiny.digits), so a GHN can be trained in stages
             (e.g. on more of a family it fits poorly; RESULTS.md, issue 11). Its config must be the one `ghn`,
-            `ghn_overrides` and the flags above build, `init_blend` aside (this run's is the one it ships with).
+            `ghn_overrides` and the flags above build, `init_blend` and `table_spectrum` aside (this run's are the
+            ones it ships with).
         model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
     """
 
@@ -85,6 +91,7 @@ class GHNModule(L.LightningModule):
         init_blend: float | None = 0.08,
         own_spectrum: bool = True,
         centered_units: bool = True,
+        table_spectrum: bool = False,
         lookahead_steps: int = 2,
         lookahead_lr: float = 0.01,
         init_from: str | None = None,
@@ -94,7 +101,7 @@ class GHNModule(L.LightningModule):
         config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
-        for key in ("init_blend", "own_spectrum", "centered_units"):
+        for key in ("init_blend", "own_spectrum", "centered_units", "table_spectrum"):
             if key in (ghn_overrides or {}):
                 raise ConfigError(f"Set GHNConfig.{key} through GHNModule's `{key}` (--model.{key}).")
         config = GHNConfig.from_dict(_merged(config.to_dict(), ghn_overrides or {}))
@@ -102,7 +109,7 @@ class GHNModule(L.LightningModule):
             raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
         config = replace(
             config, init_blend=noise if init_blend is None else init_blend, own_spectrum=own_spectrum,
-            centered_units=centered_units,
+            centered_units=centered_units, table_spectrum=table_spectrum,
         )  # fmt: skip
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
@@ -142,8 +149,8 @@ class GHNModule(L.LightningModule):
         except CheckpointError as err:
             raise CheckpointError(f"init_from {source!r}: {err}") from err
         ours, theirs = self.ghn.config.to_dict(), start.config.to_dict()
-        differ = sorted(  # init_blend only says how `ghn.predict` uses the weights: each stage sets its own
-            key for key in ours.keys() | theirs.keys() if key != "init_blend" and ours.get(key) != theirs.get(key)
+        differ = sorted(  # how the outputs are used or mapped, not the weights: each stage may set its own
+            key for key in ours.keys() | theirs.keys() if key not in _STAGE_FIELDS and ours.get(key) != theirs.get(key)
         )
         if differ:
             raise ConfigError(

@@ -170,3 +170,39 @@ def test_a_free_spectrum_mixes_the_flat_value_with_the_relative_strengths(free: 
     target = own[in_place].clone()
     at_own_spectrum_(target, prediction[in_place], free=free)
     torch.testing.assert_close(target, mixed[in_place], atol=1e-6, rtol=1e-5)
+
+
+def test_a_table_held_as_one_row_is_put_at_the_spectrum_of_its_n_by_d_matrix() -> None:
+    """A (1, N, d) position table predicted of rank 3 (its N rows near-copies): with `tables`, W' = s P + (I - PP^T)
+    A (I - P^TP) on the N x d view, so the GHN's 3 directions are at the RMS of A's top 3 singular values, A fills
+    the rest and the rows are as far apart as A's; without, it stays one vector of the GHN's. The in-place form
+    used by `ghn.predict` gives the same, and gradients reach the factors."""
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(2, 17, 3, generator=generator) @ torch.randn(2, 3, 64, generator=generator)  # rank 3
+    rows = torch.ones(2, 1, 1, requires_grad=True)
+    cols = table.reshape(2, 17 * 64, 1).requires_grad_()
+    prediction = LowRank(rows, cols, (1, 17, 64))
+    assert spectrum.is_table(prediction) and not spectrum.is_table(LowRank(rows, cols[:, :64], (1, 1, 64)))
+    own = torch.randn(2, 1, 17, 64, generator=generator) * 0.02
+
+    def row_cos(x: torch.Tensor) -> float:
+        unit = torch.nn.functional.normalize(x.reshape(17, 64), dim=1)
+        return float(((unit @ unit.T).abs().sum() - 17) / (17 * 16))
+
+    out = at_own_spectrum(prediction, own, tables=True)
+    assert out.shape == (2, 1, 17, 64)
+    for t in range(2):
+        a, w = own[t].reshape(17, 64), out[t].detach().reshape(17, 64)
+        values, own_values = torch.linalg.svdvals(w), torch.linalg.svdvals(a)
+        assert float(values[-1]) > 0.5 * float(own_values[-1])  # full rank: A fills what W leaves out
+        u, _, vh = torch.linalg.svd(table[t], full_matrices=False)  # the GHN's directions, at A's top-3 RMS
+        s = own_values[:3].pow(2).mean().sqrt()
+        torch.testing.assert_close(w @ vh[:3].T, s * u[:, :3], atol=2e-4, rtol=0)
+        torch.testing.assert_close(w.T @ u[:, :3], s * vh[:3].T, atol=2e-4, rtol=0)
+        assert row_cos(w) < 1.5 * row_cos(a) and row_cos(table[t]) > 3 * row_cos(a)
+    assert row_cos(at_own_spectrum(prediction, own)[0].detach()) > 3 * row_cos(own[0])  # off: near-copies stay
+    target = own[1].clone()
+    at_own_spectrum_(target, prediction[1], tables=True)
+    torch.testing.assert_close(target, out[1].detach(), atol=1e-6, rtol=1e-5)
+    (out * torch.randn_like(out)).sum().backward()
+    assert cols.grad is not None and torch.isfinite(cols.grad).all() and cols.grad.abs().sum() > 0
