@@ -757,6 +757,9 @@ def test_table_spectrum_puts_a_position_table_at_its_matrix_spectrum_in_predict_
         meta = _PositionTable()
     predict(meta, tables, example_inputs=x.to("meta"))
     assert torch.isfinite(meta.pos).all() and row_cos(meta.pos) < 1.5 * row_cos(own)
+    one_unit = nn.Conv2d(3, 1, 3)  # a (1, 3, 3, 3) weight is held as one row too, but it is no position table
+    kernels = {name: predict_params(one_unit, ghn)["weight"] for name, ghn in (("off", base), ("on", tables))}
+    torch.testing.assert_close(kernels["on"], kernels["off"])
     with pytest.raises(ConfigError, match="table_spectrum must be True or False"):
         GHN.from_preset("logah-tiny", own_spectrum=True, table_spectrum="yes")
 

@@ -101,9 +101,9 @@ class GHNConfig:
     direction at (1 - share) + share * its relative strength (in units of the flat value), so every direction keeps
     at least 1 - share of it. 1: the GHN's spectrum alone."""
     table_spectrum: bool = False
-    """With `own_spectrum`, put a table held as one row (a (1, N, d) parameter such as a ViT's position embedding) at
-    the own init's spectrum as the N x d matrix it is (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its
-    positions apart. Off, such a table is one vector of the GHN's (issue 11: its predicted positions were near-copies
+    """With `own_spectrum`, put a position table held as one row (role position_embedding: a (1, N, d) parameter such
+    as a ViT's position embedding) at the own init's spectrum as the N x d matrix it is
+    (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its positions apart. Off, such a table is one vector of the GHN's (issue 11: its predicted positions were near-copies
     and ViTs fine-tuned behind their own init)."""
     centered_units: bool = False
     """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
