@@ -243,18 +243,19 @@ def sample_plain_config(generator: torch.Generator) -> PlainConfig:
     return _sample(generator, widths=(16, 24, 32, 48, 64, 96, 128), max_stages=4, head_widths=(64, 128, 256, 512))
 
 
+_TINY = {"widths": (6, 8, 12, 16, 24, 32, 48, 64), "max_stages": 3, "head_widths": (16, 32, 64, 128)}  # CPU sizes
+
+
 def sample_tiny_plain_config(generator: torch.Generator) -> PlainConfig:
     """A CPU-sized plain network for small images: an MLP of 1-3 layers of 24-256 units, or 1-3 conv stages of
     6-64 channels (doubling from the first) with a pooled or flattened head of 0-2 hidden layers of 16-128
     (a median of about 12 thousand parameters on 8px digits)."""
-    return _sample(generator, widths=(6, 8, 12, 16, 24, 32, 48, 64), max_stages=3, head_widths=(16, 32, 64, 128))
+    return _sample(generator, **_TINY)
 
 
 def sample_tiny_plain_conv_config(generator: torch.Generator) -> PlainConfig:
     """A CPU-sized plain conv stack, as `sample_tiny_plain_config` draws them but never an MLP."""
-    return _sample(
-        generator, widths=(6, 8, 12, 16, 24, 32, 48, 64), max_stages=3, head_widths=(16, 32, 64, 128), mlp_share=0.0
-    )
+    return _sample(generator, **_TINY, mlp_share=0.0)
 
 
 def _presets() -> dict[str, PlainConfig]:
