@@ -53,7 +53,8 @@ class GHNModule(L.LightningModule):
         init_blend: the `GHNConfig.init_blend` the trained GHN ships with (the fraction of each weight's variance
             `ghn.predict` takes from the model's own init; validation blends the same way); None: `noise`. 0.08 on
             digits: a little of the own init in every weight lets ViTs with timm's 0.02 init fine-tune level with
-            their default init (d16 in RESULTS.md; 0.5 was best before `own_spectrum`); 0 on pydoc text.
+            their default init (d16 in RESULTS.md; 0.5 was best before `own_spectrum`); 0 on pydoc text, and 0 for
+            the shipped digits GHN, whose position tables at their spectrum (`table_spectrum`) now serve the ViTs.
         own_spectrum: `GHNConfig.own_spectrum`: every predicted weight is put at the spectrum of the model's own
             init (`ghn.nn.spectrum`) in training (fresh draws of the init, so the GHN learns directions that work at
             that scale), in validation (the built network's values) and in `ghn.predict` alike. Fine-tuning from
