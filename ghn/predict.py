@@ -532,8 +532,10 @@ class OwnInitMix:
             return None
         config = ghn.config
         std = float(reference_std(info, scale))
-        tables = config.table_spectrum and info.role == "position_embedding"
-        return cls(config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role), tables)
+        return cls(
+            config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role),
+            config.spectrum_tables(info.role),
+        )
 
     def write(self, target: Tensor, value: Tensor | LowRank, *, has_own: bool, info: ParamInfo) -> Tensor:
         """Write `value` mixed with the own init into `target`, which holds the own init when `has_own` (else what

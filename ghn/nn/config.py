@@ -103,8 +103,8 @@ class GHNConfig:
     table_spectrum: bool = False
     """With `own_spectrum`, put a position table held as one row (role position_embedding: a (1, N, d) parameter such
     as a ViT's position embedding) at the own init's spectrum as the N x d matrix it is
-    (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its positions apart. Off, such a table is one vector of the GHN's (issue 11: its predicted positions were near-copies
-    and ViTs fine-tuned behind their own init)."""
+    (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its positions apart. Off, such a table is one vector of the
+    GHN's (issue 11: its predicted positions were near-copies and ViTs fine-tuned behind their own init)."""
     centered_units: bool = False
     """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
     out of every bias its mean deviation from the own init, as a random init has none in expectation: no
@@ -134,6 +134,10 @@ class GHNConfig:
     def spectrum_share(self, role: str) -> float:
         """How much of the GHN's relative spectrum weights of `role` keep at the own spectrum (0: flat)."""
         return float(self.free_spectrum_share) if role in self.free_spectrum_roles else 0.0
+
+    def spectrum_tables(self, role: str) -> bool:
+        """Whether a table of `role` held as one row is put at its matrix's spectrum (`table_spectrum`)."""
+        return self.table_spectrum and role == "position_embedding"
 
     @property
     def hidden_dim(self) -> int:

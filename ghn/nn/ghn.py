@@ -216,7 +216,7 @@ class GHN(nn.Module):
                     own_init, top_rms = self._own_init(graphs, scales, members, own, group.rows)
                     tensors = at_own_spectrum(
                         group, own_init, top_rms, free=self.config.spectrum_share(role),
-                        tables=self.config.table_spectrum and role == "position_embedding",
+                        tables=self.config.spectrum_tables(role),
                     )
                 else:
                     tensors = group.materialize()
