@@ -16,8 +16,11 @@ from ghn.errors import ConfigError, UnknownNameError
 from ghn.evaluate import (
     INITS,
     RECIPES,
+    ArchInfo,
+    EvalResult,
     FinetuneRecipe,
     InitContext,
+    RunResult,
     evaluate_ghn,
     filter_similarity,
     orthogonal_init,
@@ -25,7 +28,7 @@ from ghn.evaluate import (
     protocol,
     steps_to_target,
 )
-from ghn.evaluate.measures import METRICS
+from ghn.evaluate.measures import METRICS, is_clearly_behind
 from ghn.graph import build_graph
 from ghn.nn import GHN
 from ghn.nn.normalize import param_scales, reference_std
@@ -300,3 +303,48 @@ def test_ghn_eval_reports_bad_steps_with_exit_code_2(ghn_dir, capsys):
     assert "strictly increasing" in capsys.readouterr().err
     assert main(["eval", "--ghn", str(ghn_dir), "--steps", "0,a"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def _two_init_result(ghn_final: list[list[float]], default_final: list[list[float]], kind: str = "image") -> EvalResult:
+    """An `EvalResult` whose primary metric after 100 steps is given per architecture and seed (equal at step 0)."""
+    key = METRICS[kind][0].key
+    archs = [ArchInfo(f"heldout:{a}", "cnn", str(a), 10) for a in range(len(ghn_final))]
+    seeds = tuple(range(len(ghn_final[0])))
+    runs = [
+        RunResult(arch=a, init=init, seed=s, scores=[{key: 0.1, "ppl": 1.0}, {key: table[a][s], "ppl": 1.0}])
+        for init, table in (("ghn", ghn_final), ("random", default_final))
+        for a in range(len(archs))
+        for s in seeds
+    ]
+    return EvalResult(ghn="g", task="t", kind=kind, archs=archs, inits=("ghn", "random"), seeds=seeds,
+                      steps=(0, 100), grid=(0, 100), recipe=FinetuneRecipe(), runs=runs)  # fmt: skip
+
+
+def test_the_paired_gap_pairs_seeds_and_counts_only_clear_losses_as_behind():
+    """A small loss on every seed is clearly behind; a larger mean loss that flips with the seed is not; a tie is
+    never behind, and a diverged GHN run always is (issue 11's paired floor)."""
+    result = _two_init_result(
+        ghn_final=[[0.89, 0.79, 0.69, 0.59], [0.7, 0.9, 0.55, 0.65], [0.9, 0.8, 0.7, 0.6], [math.nan, 0.9, 0.9, 0.9]],
+        default_final=[[0.9, 0.8, 0.7, 0.6]] * 4,
+    )
+    gap, stderr = result.paired_gap(0, "ghn", "random", 100)
+    assert gap == pytest.approx(-0.01) and stderr == pytest.approx(0.0, abs=1e-9)
+    gap, stderr = result.paired_gap(1, "ghn", "random", 100)
+    assert gap == pytest.approx(-0.05) and stderr == pytest.approx(0.0736, abs=1e-3)
+    behind = [is_clearly_behind(*result.paired_gap(a, "ghn", "random", 100)) for a in range(4)]
+    assert behind == [True, False, False, True]
+    start, after = result.versus("ghn", "random")
+    assert (after["step"], after["wins"], after["behind"], after["num_archs"]) == (100, 1, 2, 4)
+    assert start["behind"] == 0 and start["gap"] == 0.0  # equal with no training
+    assert math.isnan(after["gap"])  # a diverged run has no mean gap
+    first_three = result.versus("ghn", "random", archs=[0, 1, 2])[1]
+    assert first_three["gap"] == pytest.approx(-0.02) and first_three["gap_se"] > 0
+
+
+def test_the_paired_gap_of_a_loss_is_positive_when_lower_and_one_seed_counts_any_loss():
+    result = _two_init_result([[2.0, 2.1]], [[2.2, 2.2]], kind="text")
+    assert result.paired_gap(0, "ghn", "random", 100)[0] == pytest.approx(0.15)
+    single = _two_init_result([[0.5]], [[0.6]])
+    gap, stderr = single.paired_gap(0, "ghn", "random", 100)
+    assert gap == pytest.approx(-0.1) and math.isnan(stderr) and single.versus()[1]["behind"] == 1
+    assert not is_clearly_behind(0.0, math.nan)

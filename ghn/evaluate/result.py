@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ghn.evaluate.measures import METRICS, MetricSpec, is_better
+from ghn.evaluate.measures import METRICS, MetricSpec, is_better, is_clearly_behind
 from ghn.evaluate.recipe import FinetuneRecipe
 
 __all__ = ["ArchInfo", "RunResult", "EvalResult", "markdown_table"]
@@ -94,8 +94,11 @@ class EvalResult:
 
     def versus(self, init: str = "ghn", reference: str = "random", archs: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """`init` against `reference` on the primary metric, one dict per reported step: 'step', 'init' and
-        'reference' (mean over `archs` and seeds), 'wins' (architectures where `init`, averaged over seeds, is at
-        least as good) and 'num_archs'. The floor a GHN must meet: at least as good on the mean and on most archs."""
+        'reference' (mean over `archs` and seeds), 'gap' and 'gap_se' (how much better `init` is on that mean,
+        positive: better, and its standard error over seeds, paired on the same batches), 'wins' (architectures
+        where `init`, averaged over seeds, is at least as good), 'behind' (architectures where it is worse by more
+        than `BEHIND_SE` standard errors of the paired gap, `paired_gap`) and 'num_archs'. The floor a GHN must
+        meet: at least as good on the mean and on most archs."""
         primary = self.metrics[0]
         archs = list(range(len(self.archs))) if archs is None else list(archs)
         rows = []
@@ -103,9 +106,33 @@ class EvalResult:
             ours = [statistics.fmean(self.values(a, init, primary.key, step)) for a in archs]
             theirs = [statistics.fmean(self.values(a, reference, primary.key, step)) for a in archs]
             wins = sum(is_better(o, t, primary) for o, t in zip(ours, theirs))
+            behind = sum(is_clearly_behind(*self.paired_gap(a, init, reference, step)) for a in archs)
+            gap, gap_se = _mean_and_stderr(self._seed_gaps(archs, init, reference, step))
             rows.append({"step": step, "init": statistics.fmean(ours), "reference": statistics.fmean(theirs),
-                         "wins": wins, "num_archs": len(archs)})  # fmt: skip
+                         "gap": gap, "gap_se": gap_se, "wins": wins, "behind": behind, "num_archs": len(archs)})  # fmt: skip
         return rows
+
+    def _seed_gaps(self, archs: Sequence[int], init: str, reference: str, step: int) -> list[float]:
+        """Per seed, the mean over `archs` of how much better `init` is than `reference` (primary metric)."""
+        primary, index = self.metrics[0], self.grid.index(step)
+        sign = 1.0 if primary.higher_is_better else -1.0
+
+        def score(arch: int, which: str, seed: int) -> float:
+            return self.run(arch, which, seed).scores[index][primary.key]
+
+        return [statistics.fmean(sign * (score(a, init, s) - score(a, reference, s)) for a in archs) for s in self.seeds]
+
+    def paired_gap(self, arch: int, init: str, reference: str, step: int) -> tuple[float, float]:
+        """How much better `init` is than `reference` on the primary metric after `step` steps (positive: better),
+        as (mean over seeds, its standard error); each seed pairs the two inits on the same batches, so the gap's
+        spread is the inits' and not the batches'. NaN mean when `init` diverged on a seed (+inf when only the
+        reference did); SE NaN with one seed."""
+        if any(math.isnan(v) for v in self.values(arch, init, self.metrics[0].key, step)):
+            return math.nan, math.nan
+        gaps = self._seed_gaps([arch], init, reference, step)
+        if any(math.isnan(g) for g in gaps):  # the reference diverged where `init` did not
+            return math.inf, math.nan
+        return _mean_and_stderr(gaps)
 
     # -- tables ---------------------------------------------------------------------------------------------------
     def column(self, step: int, metric: MetricSpec) -> str:
@@ -282,6 +309,15 @@ def _mean_std(values: Sequence[float], scale: float) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN with one value; both NaN when a value is)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    if len(values) < 2:
+        return statistics.fmean(values), math.nan
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
 def _reached(steps: Sequence[int], total: int) -> str:
