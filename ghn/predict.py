@@ -72,6 +72,9 @@ class PredictionReport:
     """Fraction of each weight's variance taken from the model's own init (the GHN's `config.init_blend`)."""
     own_spectrum: bool = False
     """Weights were given the singular values of the model's own init (the GHN's `config.own_spectrum`)."""
+    signal_gains: dict[str, float] = field(default_factory=dict)
+    """{name: factor} of the weights put above their own init's std, at the fan-in rule's signal-keeping std (a
+    network without norms and a GHN with `config.signal_scale`; ghn/nn/normalize.py)."""
     example_inputs: str = ""
     """What the model was traced on: where the inputs came from (given, declared by the model, the GHN's task,
     guessed from the first layer) and their shapes."""
@@ -91,6 +94,12 @@ class PredictionReport:
             + (f", weights blended with the model's own init ({self.init_blend:.0%} of their variance)"
                if self.init_blend else "")
         ]
+        if self.signal_gains:
+            lines.append(
+                f"  {len(self.signal_gains)} weights of this network without norms at the fan-in rule's signal-keeping "
+                f"std, {min(self.signal_gains.values()):.2f}-{max(self.signal_gains.values()):.2f}x their own init's "
+                "(signal_scale)"
+            )
         if self.example_inputs:
             lines.append(f"  traced on {self.example_inputs}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -455,6 +464,8 @@ def _placed_predictions(
                 yield index, name, prediction, mix
                 del prediction  # free this tensor before the next one is made
                 reports[index].predicted.append(name)
+                if mix is not None and mix.gain != 1.0:
+                    reports[index].signal_gains[name] = mix.gain
     finally:
         ghn.train(was_training)
     for index, (model, graph, report) in enumerate(zip(models, graphs, reports, strict=True)):
@@ -491,13 +502,16 @@ def is_blended(info: ParamInfo, scale: ParamScale) -> bool:
     return len(info.shape) >= 2 and reference_std(info, scale) is not None
 
 
-def blend_with_init(target: Tensor, own: Tensor | None, info: ParamInfo, fraction: float) -> Tensor:
+def blend_with_init(
+    target: Tensor, own: Tensor | None, info: ParamInfo, fraction: float, *, gain: float = 1.0
+) -> Tensor:
     """`target` (holding the GHN's prediction) <- sqrt(1 - f) * target + sqrt(f) * own init, in place.
 
-    The own init is `own` centered and put at the init std (`info.init_std`), or, when `own` is None (a model on
-    meta), fresh Gaussian draws of that std from the global RNG, as the model's own random init would be.
+    The own init is `own` centered and put at the init std (`info.init_std`) times `gain`, or, when `own` is None
+    (a model on meta), fresh Gaussian draws of that std from the global RNG, as the model's own random init would
+    be.
     """
-    std = info.init_std if info.init_std is not None else float(target.float().std())
+    std = info.init_std * gain if info.init_std is not None else float(target.float().std())
     if own is None:
         noise = torch.randn(target.shape, device=target.device, dtype=torch.float32) * std
     else:
@@ -511,30 +525,35 @@ def blend_with_init(target: Tensor, own: Tensor | None, info: ParamInfo, fractio
 class OwnInitMix:
     """How `ghn.predict` puts the model's own init into one weight-like prediction (`is_blended`), as the GHN's
     config asks: at the own init's spectrum (`ghn.nn.spectrum.at_own_spectrum_`) when `spectrum`, then `fraction`
-    of its variance blended in (`blend_with_init`). `std` is the own init's std, which fresh draws get when the
-    model has no values of its own (a model on meta)."""
+    of its variance blended in (`blend_with_init`), then times `gain` (as if the own init were that much larger).
+    `std` is the own init's std, which fresh draws get when the model has no values of its own (a model on
+    meta)."""
 
     spectrum: bool = False
     fraction: float = 0.0
     std: float = 1.0
     free: float = 0.0  # share of the GHN's relative spectrum (`free_spectrum_roles`); 0: every direction at one value
     tables: bool = False  # a table held as one row at its matrix's spectrum (`GHNConfig.table_spectrum`)
+    gain: float = 1.0  # the whole result times this (`ParamScale.signal_gain`, `GHNConfig.signal_scale`)
 
     @staticmethod
     def wanted(ghn: GHN) -> bool:
-        """Whether `ghn` mixes the own init into its predictions at all."""
-        return bool(ghn.config.own_spectrum or ghn.config.init_blend)
+        """Whether `ghn` mixes the own init into its predictions or rescales them at all."""
+        return bool(ghn.config.own_spectrum or ghn.config.init_blend or ghn.config.signal_scale)
 
     @classmethod
     def of(cls, ghn: GHN, info: ParamInfo, scale: ParamScale) -> OwnInitMix | None:
-        """The mix for one parameter, or None when `ghn` writes it alone (not weight-like, or no mix asked)."""
+        """The mix for one parameter, or None when `ghn` writes it alone (not weight-like, or nothing asked)."""
         if not cls.wanted(ghn) or not is_blended(info, scale):
             return None
         config = ghn.config
         std = float(reference_std(info, scale))
+        gain = scale.signal_gain if config.signal_scale else 1.0
+        if not (config.own_spectrum or config.init_blend or gain != 1.0):
+            return None
         return cls(
             config.own_spectrum, config.init_blend, std, config.spectrum_share(info.role),
-            config.spectrum_tables(info.role),
+            config.spectrum_tables(info.role), gain,
         )
 
     def write(self, target: Tensor, value: Tensor | LowRank, *, has_own: bool, info: ParamInfo) -> Tensor:
@@ -547,7 +566,7 @@ class OwnInitMix:
             _place(target, value)
         if self.fraction:
             blend_with_init(target, own, info, self.fraction)
-        return target
+        return target.mul_(self.gain) if self.gain != 1.0 else target
 
 
 def _place(

@@ -105,6 +105,12 @@ class GHNConfig:
     as a ViT's position embedding) at the own init's spectrum as the N x d matrix it is
     (`ghn.nn.spectrum.table_at_own_spectrum`): full rank, its positions apart. Off, such a table is one vector of the
     GHN's (issue 11: its predicted positions were near-copies and ViTs fine-tuned behind their own init)."""
+    signal_scale: bool = False
+    """Put the linear/conv weights of a network with no normalization at the fan-in rule's signal-keeping std
+    (Kaiming: sqrt(2 / fan_in) before a ReLU) where its own init is smaller, at most 3x its own
+    (`ParamScale.signal_gain` in ghn/nn/normalize.py): PyTorch's default init vanishes the signal of a deep plain
+    stack, so a prediction at its scale cannot reach the head (issue 11 in benchmarks/RESULTS.md). Applied in
+    training and in `ghn.predict` alike; networks with a norm are left at their own init's scale."""
     centered_units: bool = False
     """Take out of every predicted weight the part its output units share (the mean over units, for 4+ units) and
     out of every bias its mean deviation from the own init, as a random init has none in expectation: no
@@ -115,7 +121,7 @@ class GHNConfig:
         check_positive(self, "num_op_embeddings")
         if not (isinstance(self.init_blend, (int, float)) and 0.0 <= self.init_blend < 1.0):
             raise ConfigError(f"GHNConfig.init_blend must be in [0, 1), got {self.init_blend!r}.")
-        for name in ("own_spectrum", "centered_units", "table_spectrum"):
+        for name in ("own_spectrum", "centered_units", "table_spectrum", "signal_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GHNConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         roles = self.free_spectrum_roles

@@ -195,7 +195,8 @@ class GHN(nn.Module):
 
         With `config.own_spectrum`, every low-rank weight is put at the spectrum of the model's own init
         (`ghn.nn.spectrum.at_own_spectrum`): `own[i][name]` when given (the model's values), else fresh Gaussian
-        draws of the init std (`ghn.nn.normalize.reference_std`), as a model on meta gets in `ghn.predict`.
+        draws of the init std (`ghn.nn.normalize.reference_std`), as a model on meta gets in `ghn.predict`; with
+        `config.signal_scale`, then times its `ParamScale.signal_gain`.
         Computed in float32 inside an autocast region too (bf16-mixed training): in bf16 the orthogonalizations
         and the spectrum map sent a sixth of the GHN's gradients to norms of 1e6 to inf (benchmarks/RESULTS.md).
         """
@@ -220,6 +221,8 @@ class GHN(nn.Module):
                     )
                 else:
                     tensors = group.materialize()
+                if self.config.signal_scale:
+                    tensors = _at_signal_gain(tensors, [scales[index][name].signal_gain for index, name in members])
                 for (index, name), tensor in zip(members, tensors.unbind(0), strict=True):
                     out[index][name] = tensor
         return out
@@ -257,6 +260,14 @@ class GHN(nn.Module):
             f"hidden_dim={encoder.hidden_dim}, num_layers={encoder.num_layers}, num_heads={encoder.num_heads}, "
             f"decoder={self.config.decoder.kind!r}, rank={self.config.decoder.rank}"
         )
+
+
+def _at_signal_gain(tensors: Tensor, gains: list[float]) -> Tensor:
+    """(T, *shape) tensors, each times its `ParamScale.signal_gain` (`GHNConfig.signal_scale`)."""
+    if all(gain == 1.0 for gain in gains):
+        return tensors
+    factor = torch.tensor(gains, dtype=tensors.dtype, device=tensors.device)
+    return tensors * factor.view(-1, *([1] * (tensors.dim() - 1)))
 
 
 def load_ghn(path: str | Path, *, map_location: str | torch.device = "cpu") -> GHN:

@@ -19,6 +19,15 @@ place (switch them off with `GHNConfig(normalize=False)`):
 | norm_shift           | own mean (0) + 0.25 * tanh(raw)                                                      |
 | other 0-1 D          | like bias                                                                            |
 
+With `GHNConfig.signal_scale`, a network with no normalization anywhere (no `*_norm` op, no `F.normalize`) gets
+each linear/conv weight (not the head) at the fan-in rule's std above when its own init is smaller, at most
+`SIGNAL_GAIN_CAP` times its own: the whole prediction for that tensor (own-spectrum map and blend included) times
+`ParamScale.signal_gain`. PyTorch's default init (std 1 / sqrt(3 fan_in), against ReLU's variance-keeping
+sqrt(2 / fan_in)) divides the signal's spread by about 2.5 per ReLU layer, so a six-layer plain conv stack starts
+with constant logits and no direction a GHN picks reaches the head (issue 11 in benchmarks/RESULTS.md); with a
+norm, the scale does not matter to the forward pass and a longer weight only learns slower, so those keep their
+own init's. A norm written out of primitive ops (mean, var, div) is not seen as one.
+
 Bounds keep the values near the init; `deviation` (penalized in training, growing without limit at the bounds)
 keeps them off the bounds.
 Fan-in follows the layout the op reads the tensor in (HF Conv1D stores (in, out)), see `ParamInfo.fan_in`.
@@ -37,11 +46,12 @@ from ghn.nn.decoder import LowRank
 
 __all__ = [
     "ParamScale", "param_scales", "normalize_params", "reference_std", "deviation", "EMBEDDING_STD",
-    "MIN_CENTERED_UNITS", "NORM_BOUND",
+    "MIN_CENTERED_UNITS", "NORM_BOUND", "SIGNAL_GAIN_CAP",
 ]  # fmt: skip
 
 EMBEDDING_STD = 0.02
 NORM_BOUND = 0.25  # norm scales and shifts stay within this of their init
+SIGNAL_GAIN_CAP = 3.0  # `signal_scale` puts a weight at most this many times its own init's std
 MIN_CENTERED_UNITS = 4  # `center_units` leaves tensors with fewer output units (2 units would become mirror images)
 _CONSTANT_BIAS_BOUND = 0.1  # times 1 / sqrt(fan_in): how far a bias whose own init is a constant may move
 _GAINS = {
@@ -66,10 +76,12 @@ class ParamScale:
     gain: float = 1.0
     depth_scale: float = 1.0
     layer_fan_in: int = 1
+    signal_gain: float = 1.0  # what `GHNConfig.signal_scale` multiplies the prediction by (see the module docstring)
 
 
 def param_scales(graph: ComputationGraph) -> dict[str, ParamScale]:
-    """Gain, residual depth scale and layer fan-in for every owned parameter of `graph`."""
+    """Gain, residual depth scale, layer fan-in and signal gain for every owned parameter of `graph`."""
+    has_norm = any(node.op.endswith("_norm") or node.op == "normalize" for node in graph.nodes)
     adds = {i for i, node in enumerate(graph.nodes) if node.op == "add"}
     feeds_add = {src for src, dst in graph.edges if dst in adds}
     num_residual = len({dst for src, dst in graph.edges if dst in adds and graph.nodes[src].op in ("linear", "conv")})
@@ -84,12 +96,24 @@ def param_scales(graph: ComputationGraph) -> dict[str, ParamScale]:
         layer_fan_in = weight.fan_in if weight is not None else 1
         for info in infos:
             residual = index in feeds_add and node.op in ("linear", "conv") and info.role == "weight"
-            scales[info.name] = ParamScale(
+            scale = ParamScale(
                 gain=_GAINS.get(_activation_after(graph, index, children) or "", 1.0),
                 depth_scale=depth_scale if residual else 1.0,
                 layer_fan_in=layer_fan_in,
             )
+            if not has_norm and node.op in ("linear", "conv"):
+                scale = replace(scale, signal_gain=_signal_gain(info, scale))
+            scales[info.name] = scale
     return scales
+
+
+def _signal_gain(info: ParamInfo, scale: ParamScale) -> float:
+    """How far above its own init's std the fan-in rule puts a weight of a network without norms (1 for other roles
+    and where the own init is unknown, which the fan-in rule already sets), at most `SIGNAL_GAIN_CAP`."""
+    if info.role != "weight" or len(info.shape) < 2 or not info.init_std:
+        return 1.0
+    rule = scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
+    return min(SIGNAL_GAIN_CAP, max(1.0, rule / info.init_std))
 
 
 def _activation_after(graph: ComputationGraph, index: int, children: dict[int, list[int]]) -> str | None:

@@ -29,7 +29,7 @@ from ghn.train.config import OptimConfig
 
 __all__ = ["GHNModule"]
 
-_STAGE_FIELDS = ("init_blend", "table_spectrum")  # GHN config fields a stage started `init_from` may change
+_STAGE_FIELDS = ("init_blend", "table_spectrum", "signal_scale")  # config fields a stage `init_from` may change
 
 
 class GHNModule(L.LightningModule):
@@ -66,6 +66,11 @@ class GHNModule(L.LightningModule):
         table_spectrum: `GHNConfig.table_spectrum`: a table held as one row (a ViT's (1, N, d) position embedding)
             is put at the own init's spectrum as the N x d matrix it is, so its positions are apart (off, the GHN
             predicted them near-copies and ViTs fine-tuned behind their own init; RESULTS.md, issue 11).
+        signal_scale: `GHNConfig.signal_scale`: the linear/conv weights of a network with no norm at the fan-in
+            rule's signal-keeping std where their own init is smaller (at most 3x; ghn/nn/normalize.py), in
+            training, validation and `ghn.predict` alike: PyTorch's default init vanishes a plain stack's signal,
+            so no prediction at its scale reaches the head. On by default (the digits recipe; a no-op for networks
+            with norms: every text space; RESULTS.md, issue 11).
         lookahead_steps: k > 0 adds the task loss after k Adam steps of the predicted network (lr `lookahead_lr`,
             first-order: the update directions are constants) on the second half of the batch to the loss at the
             prediction on the first half, so the GHN is rewarded for predictions that fine-tune well, not only for
@@ -75,8 +80,8 @@ class GHNModule(L.LightningModule):
         init_from: a trained GHN to start from instead of a fresh one (a directory or `.safetensors` file that
             `GHN.load` reads, e.g. pretrained/logah-tiny.digits), so a GHN can be trained in stages
             (e.g. on more of a family it fits poorly; RESULTS.md, issue 11). Its config must be the one `ghn`,
-            `ghn_overrides` and the flags above build, `init_blend` and `table_spectrum` aside (this run's are the
-            ones it ships with).
+            `ghn_overrides` and the flags above build, `init_blend`, `table_spectrum` and `signal_scale` aside (this
+            run's are the ones it ships with).
         model_cache_size: built target networks kept per process (they hold buffers and run functional calls).
     """
 
@@ -93,6 +98,7 @@ class GHNModule(L.LightningModule):
         own_spectrum: bool = True,
         centered_units: bool = True,
         table_spectrum: bool = False,
+        signal_scale: bool = True,
         lookahead_steps: int = 2,
         lookahead_lr: float = 0.01,
         init_from: str | None = None,
@@ -102,7 +108,7 @@ class GHNModule(L.LightningModule):
         config = GHN_PRESETS.get(ghn) if isinstance(ghn, str) else ghn
         if not isinstance(config, GHNConfig):
             raise ConfigError(f"ghn must be a preset name or a GHNConfig, got {type(ghn).__name__!r}.")
-        for key in ("init_blend", "own_spectrum", "centered_units", "table_spectrum"):
+        for key in ("init_blend", "own_spectrum", "centered_units", "table_spectrum", "signal_scale"):
             if key in (ghn_overrides or {}):
                 raise ConfigError(f"Set GHNConfig.{key} through GHNModule's `{key}` (--model.{key}).")
         config = GHNConfig.from_dict(_merged(config.to_dict(), ghn_overrides or {}))
@@ -110,7 +116,7 @@ class GHNModule(L.LightningModule):
             raise ConfigError(f"noise must be a fraction in [0, 1), got {noise!r}.")
         config = replace(
             config, init_blend=noise if init_blend is None else init_blend, own_spectrum=own_spectrum,
-            centered_units=centered_units, table_spectrum=table_spectrum,
+            centered_units=centered_units, table_spectrum=table_spectrum, signal_scale=signal_scale,
         )  # fmt: skip
         if not deviation_penalty >= 0:
             raise ConfigError(f"deviation_penalty must be >= 0, got {deviation_penalty!r}.")
@@ -280,7 +286,8 @@ class GHNModule(L.LightningModule):
         for name, value in params.items():
             info = arch.graph.params[name]
             if is_blended(info, scales[name]):
-                out[name] = blend_with_init(value.clone(), model.get_parameter(name), info, self.init_blend)
+                gain = scales[name].signal_gain if self.ghn.config.signal_scale else 1.0  # applied by the GHN
+                out[name] = blend_with_init(value.clone(), model.get_parameter(name), info, self.init_blend, gain=gain)
         return out
 
     def _scales(self, arch: Architecture) -> dict[str, ParamScale]:

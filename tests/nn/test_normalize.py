@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from ghn.errors import ConfigError
 from ghn.graph import ParamInfo, build_graph
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
-from ghn.nn.normalize import EMBEDDING_STD, ParamScale, normalize_params
+from ghn.nn.normalize import EMBEDDING_STD, ParamScale, _signal_gain, normalize_params
 
 
 class Residual(nn.Module):
@@ -189,3 +190,87 @@ def test_normalization_can_be_switched_off() -> None:
     assert not torch.allclose(raw["fc1.weight"], scaled["fc1.weight"])
     info, scale = graph.params["fc1.weight"], param_scales(graph)["fc1.weight"]
     torch.testing.assert_close(scaled["fc1.weight"].std(unbiased=False), torch.tensor(reference_std(info, scale)))
+
+
+def _plain_stack() -> nn.Module:
+    """Three ReLU convs with no norm and a linear head, at PyTorch's default init."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 16, 4),
+    )  # fmt: skip
+
+
+def test_signal_gain_lifts_weights_of_a_network_without_norms_to_the_fan_in_rule() -> None:
+    """ParamScale.signal_gain: PyTorch's default conv init (std 1 / sqrt(3 fan_in)) against Kaiming's gain /
+    sqrt(fan_in): sqrt(6) before a ReLU, 5 / sqrt(3) before a tanh, at most SIGNAL_GAIN_CAP; 1 for the head, biases,
+    a network with a norm, an own init already at the rule, and where the own init is unknown."""
+    from ghn.nn.normalize import SIGNAL_GAIN_CAP
+
+    torch.manual_seed(0)
+    stack = _plain_stack()
+    scales = param_scales(build_graph(stack, torch.zeros(1, 1, 4, 4)))
+    assert scales["0.weight"].signal_gain == pytest.approx(math.sqrt(6), rel=0.05)
+    assert scales["2.weight"].signal_gain == pytest.approx(math.sqrt(6), rel=0.05)
+    assert scales["4.weight"].signal_gain == pytest.approx(5 / math.sqrt(3), rel=0.05)
+    nn.init.normal_(stack[4].weight, std=1e-3)
+    assert param_scales(build_graph(stack, torch.zeros(1, 1, 4, 4)))["4.weight"].signal_gain == SIGNAL_GAIN_CAP == 3.0
+    for name in ("7.weight", "0.bias", "7.bias"):  # the head keeps its own (learned) gain
+        assert scales[name].signal_gain == 1.0, name
+    normed = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(128, 4))
+    assert all(s.signal_gain == 1.0 for s in param_scales(build_graph(normed, torch.zeros(1, 1, 4, 4))).values())
+    kaiming = _plain_stack()
+    for layer in (kaiming[0], kaiming[2]):
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    scales = param_scales(build_graph(kaiming, torch.zeros(1, 1, 4, 4)))
+    assert scales["0.weight"].signal_gain == pytest.approx(1.0, abs=0.05)  # a sample of the rule: within its noise
+    assert scales["2.weight"].signal_gain == pytest.approx(1.0, abs=0.05)
+    with torch.device("meta"):  # PyTorch's init rule stands in for the values: the same gains
+        meta = _plain_stack()
+    meta_scales = param_scales(build_graph(meta, torch.zeros(1, 1, 4, 4)))
+    assert meta_scales["0.weight"].signal_gain == pytest.approx(math.sqrt(6), rel=0.05)
+    unknown = ParamInfo("w", (8, 8, 3, 3), role="weight", layout="out_in")  # no rule knows it: the fan-in rule's std
+    assert _signal_gain(unknown, meta_scales["2.weight"]) == 1.0
+
+
+@pytest.mark.parametrize("own_spectrum", [False, True])
+def test_a_ghn_with_signal_scale_predicts_plain_stacks_at_the_signal_gain(own_spectrum: bool) -> None:
+    """GHNConfig.signal_scale multiplies each prediction by its signal gain in the GHN's forward, `predict_params`
+    and `predict` alike (with and without the own-spectrum map); everything else is the prediction without it."""
+    import dataclasses
+
+    from ghn.predict import predict, predict_params
+
+    torch.manual_seed(0)
+    model, x = _plain_stack(), torch.zeros(1, 1, 4, 4)
+    config = GHNConfig(encoder=EncoderConfig(hidden_dim=16, num_layers=1, num_heads=2), own_spectrum=own_spectrum)
+    off = GHN(config)
+    on = GHN(dataclasses.replace(config, signal_scale=True))
+    on.load_state_dict(off.state_dict())
+    gains = {name: scale.signal_gain for name, scale in param_scales(build_graph(model, x)).items()}
+    torch.manual_seed(1)
+    plain = predict_params(model, off, example_inputs=x)
+    torch.manual_seed(1)
+    scaled = predict_params(model, on, example_inputs=x)
+    assert gains["0.weight"] > 2
+    for name, value in plain.items():
+        torch.testing.assert_close(scaled[name], value * gains[name], msg=name)
+    _, report = predict(model, on, example_inputs=x, return_report=True)
+    for name, value in model.named_parameters():
+        torch.testing.assert_close(value.detach(), scaled[name].detach(), msg=name, atol=2e-5, rtol=1e-5)
+    assert report.signal_gains == pytest.approx({n: g for n, g in gains.items() if g != 1.0})
+    assert "3 weights of this network without norms at the fan-in rule's signal-keeping std" in str(report)
+    with pytest.raises(ConfigError, match="signal_scale must be True or False"):
+        GHNConfig(signal_scale="yes")
+
+
+def test_blending_a_signal_scaled_prediction_scales_the_own_init_alike() -> None:
+    """Training blends the GHN's output (already times its signal gain) with the own init at `gain` times its std;
+    `ghn.predict` blends first and multiplies after: the same tensor."""
+    from ghn.predict import blend_with_init
+
+    torch.manual_seed(0)
+    prediction, own = torch.randn(6, 5), torch.randn(6, 5) * 0.3
+    info = ParamInfo("w", (6, 5), role="weight", layout="out_in", init_mean=0.0, init_std=0.25)
+    in_training = blend_with_init(prediction * 2.4, own, info, 0.2, gain=2.4)
+    in_predict = blend_with_init(prediction.clone(), own, info, 0.2) * 2.4
+    torch.testing.assert_close(in_training, in_predict)

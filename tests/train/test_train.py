@@ -270,8 +270,8 @@ def test_init_from_starts_training_at_a_saved_ghn_and_keeps_its_heldout_draws(tm
 
     _run(tmp_path / "first", "--trainer.max_steps", "1", "--data.space", "mixed-plain-tiny", "--final_eval", "false")
     first = GHN.load(tmp_path / "first" / "ghn")
-    module = GHNModule(init_from=str(tmp_path / "first" / "ghn"), init_blend=0.3)  # a stage's own blend
-    assert module.ghn.config.init_blend == 0.3
+    module = GHNModule(init_from=str(tmp_path / "first" / "ghn"), init_blend=0.3, signal_scale=True)  # its own
+    assert module.ghn.config.init_blend == 0.3 and module.ghn.config.signal_scale
     assert _same_weights(module.ghn, first)
 
     _run(
