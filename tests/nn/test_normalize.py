@@ -1,7 +1,9 @@
-"""Role-based normalization: gains, residual depth scaling and fan-ins from the graph, and the rule of every role."""
+"""Role-based normalization: gains, residual depth scaling and fan-ins from the graph, the rule of every role, and the
+signal gain of networks without norms (`signal_scale`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +13,8 @@ from torch import nn
 from ghn.errors import ConfigError
 from ghn.graph import ParamInfo, build_graph
 from ghn.nn import GHN, DecoderConfig, EncoderConfig, GHNConfig, LowRank, param_scales, reference_std
-from ghn.nn.normalize import EMBEDDING_STD, ParamScale, _signal_gain, normalize_params
+from ghn.nn.normalize import EMBEDDING_STD, SIGNAL_GAIN_CAP, ParamScale, _signal_gain, normalize_params
+from ghn.predict import blend_with_init, predict, predict_params
 
 
 class Residual(nn.Module):
@@ -204,8 +207,6 @@ def test_signal_gain_lifts_weights_of_a_network_without_norms_to_the_fan_in_rule
     """ParamScale.signal_gain: PyTorch's default conv init (std 1 / sqrt(3 fan_in)) against Kaiming's gain /
     sqrt(fan_in): sqrt(6) before a ReLU, 5 / sqrt(3) before a tanh, at most SIGNAL_GAIN_CAP; 1 for the head, biases,
     a network with a norm, an own init already at the rule, and where the own init is unknown."""
-    from ghn.nn.normalize import SIGNAL_GAIN_CAP
-
     torch.manual_seed(0)
     stack = _plain_stack()
     scales = param_scales(build_graph(stack, torch.zeros(1, 1, 4, 4)))
@@ -236,10 +237,6 @@ def test_signal_gain_lifts_weights_of_a_network_without_norms_to_the_fan_in_rule
 def test_a_ghn_with_signal_scale_predicts_plain_stacks_at_the_signal_gain(own_spectrum: bool) -> None:
     """GHNConfig.signal_scale multiplies each prediction by its signal gain in the GHN's forward, `predict_params`
     and `predict` alike (with and without the own-spectrum map); everything else is the prediction without it."""
-    import dataclasses
-
-    from ghn.predict import predict, predict_params
-
     torch.manual_seed(0)
     model, x = _plain_stack(), torch.zeros(1, 1, 4, 4)
     config = GHNConfig(encoder=EncoderConfig(hidden_dim=16, num_layers=1, num_heads=2), own_spectrum=own_spectrum)
@@ -266,8 +263,6 @@ def test_a_ghn_with_signal_scale_predicts_plain_stacks_at_the_signal_gain(own_sp
 def test_blending_a_signal_scaled_prediction_scales_the_own_init_alike() -> None:
     """Training blends the GHN's output (already times its signal gain) with the own init at `gain` times its std;
     `ghn.predict` blends first and multiplies after: the same tensor."""
-    from ghn.predict import blend_with_init
-
     torch.manual_seed(0)
     prediction, own = torch.randn(6, 5), torch.randn(6, 5) * 0.3
     info = ParamInfo("w", (6, 5), role="weight", layout="out_in", init_mean=0.0, init_std=0.25)
