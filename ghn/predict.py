@@ -544,7 +544,7 @@ class OwnInitMix:
     @classmethod
     def of(cls, ghn: GHN, info: ParamInfo, scale: ParamScale) -> OwnInitMix | None:
         """The mix for one parameter, or None when `ghn` writes it alone (not weight-like, or nothing asked)."""
-        if not cls.wanted(ghn) or not is_blended(info, scale):
+        if not is_blended(info, scale):
             return None
         config = ghn.config
         std = float(reference_std(info, scale))

@@ -112,8 +112,12 @@ def _signal_gain(info: ParamInfo, scale: ParamScale) -> float:
     and where the own init is unknown, which the fan-in rule already sets), at most `SIGNAL_GAIN_CAP`."""
     if info.role != "weight" or len(info.shape) < 2 or not info.init_std:
         return 1.0
-    rule = scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
-    return min(SIGNAL_GAIN_CAP, max(1.0, rule / info.init_std))
+    return min(SIGNAL_GAIN_CAP, max(1.0, _fan_in_std(info, scale) / info.init_std))
+
+
+def _fan_in_std(info: ParamInfo, scale: ParamScale) -> float:
+    """The fan-in rule's std of a weight: gain * residual depth scale / sqrt(fan_in) (Kaiming's, for ReLU)."""
+    return scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
 
 
 def _activation_after(graph: ComputationGraph, index: int, children: dict[int, list[int]]) -> str | None:
@@ -138,7 +142,7 @@ def reference_std(info: ParamInfo, scale: ParamScale, *, classifier_gain: float 
     if info.init_std is not None:
         return gain * info.init_std
     if role == "weight":
-        return scale.gain * scale.depth_scale / math.sqrt(max(info.fan_in, 1))
+        return _fan_in_std(info, scale)
     if role == "classifier":
         return gain / math.sqrt(max(info.fan_in, 1))
     return EMBEDDING_STD
